@@ -1,0 +1,1 @@
+"""secoustic_jax.training"""
