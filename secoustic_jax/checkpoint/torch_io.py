@@ -1,0 +1,105 @@
+"""Reading and writing official-layout state dicts: torch `.pt` and `.safetensors`.
+
+torch is optional: `.safetensors` needs only numpy; `.pt` files need the torch extra.
+Reads use `weights_only=True` unless the caller explicitly marks the file as trusted
+(model.md §16.8). Writes are atomic (temporary file, then rename), so an interrupted
+export never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import tempfile
+from typing import Mapping
+
+import numpy as np
+
+from secoustic_jax.checkpoint.table import CheckpointError, strip_wrapper_prefixes
+
+log = logging.getLogger(__name__)
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise CheckpointError("reading or writing .pt files needs torch "
+                              "(pip install torch==2.13.0, CPU build)") from e
+    return torch
+
+
+def load_state_dict(path, *, trusted: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Loads a state dict from `.pt`/`.pth`/`.ckpt` or `.safetensors` as numpy arrays.
+
+    A `.pt` holding `{"model": state_dict, ...}` is unwrapped, as the official loader
+    does. `module.` / `_orig_mod.` prefixes are stripped. Returns (state_dict, notes),
+    where notes say what was unwrapped or stripped.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    notes: list[str] = []
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+        try:
+            sd = load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file "
+                                  f"(truncated or corrupt?): {e}") from e
+    else:
+        sd = _load_torch_pickle(path, trusted, notes)
+    sd, stripped = strip_wrapper_prefixes(sd)
+    notes += stripped
+    for n in notes:
+        log.info("%s: %s", path, n)
+    return sd, notes
+
+
+def _load_torch_pickle(path: pathlib.Path, trusted: bool, notes: list[str]) -> dict:
+    torch = _import_torch()
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trusted)
+    except Exception as e:
+        hint = "" if trusted else " (if it holds trusted non-tensor objects, pass trusted=True)"
+        raise CheckpointError(f"{path}: cannot read torch checkpoint (truncated or "
+                              f"corrupt?){hint}: {type(e).__name__}: {e}") from e
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+        notes.append("took the state dict under the 'model' key")
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    out = {}
+    for k, v in obj.items():
+        if not hasattr(v, "detach"):
+            raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+        out[k] = v.detach().cpu().numpy()
+    return out
+
+
+def save_state_dict(path, state_dict: Mapping[str, np.ndarray]) -> pathlib.Path:
+    """Writes a state dict by suffix: `.safetensors` (keys stored sorted) or `.pt`
+    (a plain ordered dict of tensors in the given order). Atomic."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+            save_file({k: np.array(v, order="C") for k, v in state_dict.items()}, tmp)
+        elif path.suffix in (".pt", ".pth"):
+            torch = _import_torch()
+            from collections import OrderedDict
+            torch.save(OrderedDict((k, torch.from_numpy(np.array(v, order="C")))
+                                   for k, v in state_dict.items()), tmp)
+        else:
+            raise CheckpointError(f"{path}: unknown suffix (use .pt or .safetensors)")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,1 @@
+"""Sub-commands of the `secoustic` console script (see secoustic_jax/cli.py)."""
