@@ -72,7 +72,7 @@ def test_conv_transpose_matches_torch_and_scatter_add(k, s, length, rng):
     params = _init(conv, x)["params"]
     y = np.asarray(conv.apply({"params": params}, x))
     assert y.shape == (2, s * length, 5)
-    kernel, bias = np.asarray(params["kernel"]), np.asarray(params["bias"])
+    kernel, bias = np.array(params["kernel"]), np.array(params["bias"])
     np.testing.assert_allclose(y, _scatter_add_transposed(np.asarray(x), kernel, bias, s),
                                atol=ATOL)
     # torch stores [in, out, k]; the contract is kernel[j] = W_torch[:, :, j] (unflipped).
