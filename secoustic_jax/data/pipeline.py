@@ -1,0 +1,243 @@
+"""grain input pipeline: manifests -> sharded, shuffled, aligned-crop batches (training.md §7).
+
+    it = make_train_iterator(["corpus/train.jsonl"], inventory, PipelineConfig(), seed=0,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count(), global_batch_size=32,
+                             mesh=mesh)
+    batch = next(it)          # dict of [B, ...] arrays (global jax.Arrays with a mesh)
+    state = it.get_state()    # JSON-able; it.set_state(state) resumes exactly
+    it.stats()                # skipped items by kind (manifest and load time)
+
+Stages: records (validated, filtered on manifest facts) -> this process's shard
+`records[process_index::process_count]` -> grain MapDataset: shuffle (per-epoch reseeded)
+-> repeat -> random_map(load mel + aligned crops, seeded per element) -> to_iter_dataset
+(threads) [-> mp_prefetch(workers)] -> batching in this process, where failed items are
+skipped and counted. Batch contract: docs/data.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import grain
+import numpy as np
+
+from secoustic_jax.config.data import PipelineConfig
+from secoustic_jax.data import report as R
+from secoustic_jax.data.manifest import audio_path, load_manifest, num_frames
+from secoustic_jax.data.phones import PhoneInventory
+
+SKIP = "_skip"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """What a worker needs for one utterance (small and picklable)."""
+
+    id: str
+    audio: str
+    speaker: int
+    frames: int
+    ids: tuple[int, ...] | None
+    durations: tuple[int, ...] | None
+
+
+def load_entries(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig,
+                 speakers: list[str] | None = None
+                 ) -> tuple[list[Entry], list[str], R.SkipReport]:
+    """Manifests -> (entries, speaker names, report); drops bad lines and, unless
+    `cfg.pad_short`, utterances shorter than a crop. Deterministic: every host agrees."""
+    rep = R.SkipReport("manifest")
+    records = []
+    for path in [manifest_paths] if isinstance(manifest_paths, (str, pathlib.Path)) else manifest_paths:
+        recs, _ = load_manifest(path, require_alignment=cfg.require_alignment,
+                                inventory=inventory, report=rep)
+        records.extend(recs)
+    if speakers is None:
+        speakers = sorted({r["speaker"] for r in records})
+    spk = {s: i for i, s in enumerate(speakers)}
+    out = []
+    for r in records:
+        frames = num_frames(r)
+        if frames < cfg.segment_frames and not cfg.pad_short:
+            rep.skip(r["id"], R.TOO_SHORT, f"{frames} frames < crop of {cfg.segment_frames}")
+            continue
+        if r["speaker"] not in spk:
+            rep.skip(r["id"], R.BAD_RECORD, f"speaker {r['speaker']!r} not in the speaker list")
+            continue
+        ids = tuple(inventory.encode(r["phones"])) if r.get("phones") else None
+        durs = tuple(r["durations"]) if r.get("phones") else None
+        out.append(Entry(r["id"], str(audio_path(r)), spk[r["speaker"]], frames, ids, durs))
+    return out, speakers, rep
+
+
+class EntrySource:
+    """grain random-access source over a list of Entry (len + getitem)."""
+
+    def __init__(self, entries: list[Entry]):
+        self._entries = list(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> Entry:
+        return self._entries[index]
+
+
+def load_example(entry: Entry | None, cfg: PipelineConfig, rng) -> dict:
+    """Entry -> example dict, or {SKIP: (id, kind, reason)}; never raises for bad data."""
+    from secoustic_jax.audio.io import AudioError
+    from secoustic_jax.data.crops import CropError, make_example
+    from secoustic_jax.data.features import utterance_mel
+
+    if entry is None:  # padding item of an eval shard
+        return {SKIP: ("<pad>", "padding", "")}
+    try:
+        mel = utterance_mel(entry.audio, cfg.mel, cfg.feature_cache)
+    except AudioError as e:
+        msg = str(e)
+        kind = R.NAN_AUDIO if "NaN" in msg else R.EMPTY_AUDIO if "empty" in msg else R.UNREADABLE_AUDIO
+        return {SKIP: (entry.id, kind, msg)}
+    except ValueError as e:  # shorter than the front end accepts
+        return {SKIP: (entry.id, R.TOO_SHORT, str(e))}
+    if mel.shape[0] != entry.frames:
+        return {SKIP: (entry.id, R.LENGTH_MISMATCH, f"audio gives {mel.shape[0]} frames, manifest "
+                                                    f"says {entry.frames}")}
+    ids = None if entry.ids is None else np.asarray(entry.ids, np.int32)
+    durs = None if entry.durations is None else np.asarray(entry.durations, np.int64)
+    try:
+        ex = make_example(mel, ids, durs, segment=cfg.segment_frames, hop=cfg.token_hop,
+                          multiple=cfg.crop_multiple, prompt_frames=cfg.prompt_frames,
+                          max_phones=cfg.max_phones, pad_short=cfg.pad_short, rng=rng)
+    except ValueError as e:
+        return {SKIP: (entry.id, getattr(e, "kind", R.BAD_ALIGNMENT), str(e))}
+    ex["speaker"] = np.int32(entry.speaker)
+    ex["valid"] = np.int32(1)
+    return ex
+
+
+class TrainTransform(grain.transforms.RandomMap):
+    """grain RandomMap: seeded per element (and per epoch through the index)."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def random_map(self, entry, rng):
+        return load_example(entry, self.cfg, rng)
+
+
+class EvalTransform(grain.transforms.Map):
+    """grain Map: deterministic centred crops."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def map(self, entry):
+        return load_example(entry, self.cfg, None)
+
+
+def _local_batch(global_batch_size: int, process_count: int) -> int:
+    if global_batch_size <= 0 or global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
+                         f"process_count={process_count}")
+    return global_batch_size // process_count
+
+
+def _resolve_sharding(mesh, sharding, cfg: PipelineConfig):
+    from secoustic_jax.data.batching import batch_sharding
+
+    if sharding is not None:
+        return sharding
+    return batch_sharding(mesh, cfg.batch_axes) if mesh is not None else None
+
+
+def _read_options(cfg: PipelineConfig):
+    return grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch_buffer)
+
+
+def _to_iter(ds, cfg: PipelineConfig):
+    it_ds = ds.to_iter_dataset(_read_options(cfg))
+    if cfg.worker_count > 0:
+        from absl import flags  # grain#1355: mp workers read absl flags (environment.md §5)
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
+    return it_ds
+
+
+def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig = None,
+                        *, seed: int, process_index: int = 0, process_count: int = 1,
+                        global_batch_size: int, mesh=None, sharding=None,
+                        speakers: list[str] | None = None):
+    """Shuffled, repeated, randomly cropped training batches (see docs/data.md for keys).
+
+    Every process reads the disjoint shard `entries[process_index::process_count]`;
+    shuffling is seeded and different in every epoch; crops and prompts are seeded per
+    element, so a restored `get_state()` reproduces the following batches exactly.
+    """
+    from secoustic_jax.data.batching import BatchIterator
+
+    cfg = cfg or PipelineConfig()
+    cfg.validate()
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    local = _local_batch(global_batch_size, process_count)
+    entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
+    shard = entries[process_index::process_count]
+    if not shard:
+        raise ValueError(f"process {process_index}/{process_count} has no usable utterances "
+                         f"({rep.skipped} skipped):\n{rep.summary()}")
+    ds = grain.MapDataset.source(EntrySource(shard))
+    if cfg.shuffle:
+        ds = ds.shuffle(seed=seed % 2**32)
+    ds = ds.repeat(cfg.num_epochs)
+    ds = ds.random_map(TrainTransform(cfg), seed=(seed + 1) % 2**32)
+    return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
+                         sharding=_resolve_sharding(mesh, sharding, cfg),
+                         global_batch=global_batch_size, manifest_report=rep,
+                         speakers=speakers, num_examples=len(shard))
+
+
+def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig = None,
+                       *, process_index: int = 0, process_count: int = 1,
+                       global_batch_size: int, mesh=None, sharding=None,
+                       speakers: list[str] | None = None):
+    """One deterministic pass (no shuffle, centred crops and prompts).
+
+    Every process yields the same number of batches: shards are padded to equal length and
+    the last batch is filled with `valid` = 0 examples; a bad item also becomes `valid` = 0
+    padding (and is counted), so hosts never disagree on the batch count.
+    """
+    from secoustic_jax.data.batching import BatchIterator
+
+    cfg = dataclasses.replace(cfg or PipelineConfig(), shuffle=False, num_epochs=1)
+    cfg.validate()
+    local = _local_batch(global_batch_size, process_count)
+    entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
+    if not entries:
+        raise ValueError(f"no usable utterances for evaluation:\n{rep.summary()}")
+    per_host = -(-len(entries) // process_count)
+    shard = entries[process_index::process_count]
+    shard = shard + [None] * (per_host - len(shard))
+    template = _template(cfg)
+    ds = grain.MapDataset.source(EntrySource(shard)).map(EvalTransform(cfg))
+    return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
+                         sharding=_resolve_sharding(mesh, sharding, cfg),
+                         global_batch=global_batch_size, manifest_report=rep, pad_final=True,
+                         template=template, speakers=speakers, num_examples=per_host)
+
+
+def _template(cfg: PipelineConfig) -> dict:
+    """Zero example with the batch shapes/dtypes (eval padding)."""
+    from secoustic_jax.data.crops import make_example
+
+    frames = max(cfg.segment_frames, cfg.prompt_frames)
+    mel = np.zeros((frames, cfg.mel.n_mels), np.float32)
+    ex = make_example(mel, np.ones(1, np.int32), np.array([frames]), segment=cfg.segment_frames,
+                      hop=cfg.token_hop, multiple=cfg.crop_multiple,
+                      prompt_frames=cfg.prompt_frames, max_phones=cfg.max_phones,
+                      pad_short=True, rng=None)
+    ex.update(speaker=np.int32(0), valid=np.int32(0))
+    return ex
