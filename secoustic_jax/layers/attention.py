@@ -1,0 +1,216 @@
+"""Causal windowed multi-head attention: dense oracle, blocked banded form, ring KV cache.
+
+Visibility rule (model.md §5): key s is visible to query t iff 0 <= t - s < context.
+Every query sees itself, so no softmax row is ever fully masked. Masked logits are
+replaced by -inf before the softmax, so they contribute exactly zero.
+
+Layouts: q, k, v are [B, H, T, Dh] (heads before time, the layout of the KV cache).
+Logits, softmax and the weighted sum accumulate in float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from secoustic_jax.config.model import TransformerConfig
+from secoustic_jax.layers.common import EMBED, HEADS, QKV, dtype_of, torch_uniform
+from secoustic_jax.layers.rope import apply_rope
+
+DEFAULT_BLOCKS_PER_STEP = 8  # query blocks vectorised per lax.map step (bounds live logits)
+
+
+def window_mask(q_pos: jnp.ndarray, k_pos: jnp.ndarray, context: int) -> jnp.ndarray:
+    """Boolean visibility [..., Tq, Tk] from absolute positions q_pos [..., Tq], k_pos [..., Tk].
+
+    Negative key positions mark padding / empty cache slots and are never visible.
+    """
+    delta = q_pos[..., :, None] - k_pos[..., None, :]
+    return (delta >= 0) & (delta < context) & (k_pos[..., None, :] >= 0)
+
+
+def attend(q, k, v, mask, scale: float) -> jnp.ndarray:
+    """Masked softmax attention.
+
+    Args:
+      q: [B, H, Tq, Dh]; k, v: [B, H, Tk, Dh]; mask: bool, broadcastable to [B, H, Tq, Tk].
+    Returns:
+      [B, H, Tq, Dh] in q.dtype. Logits and softmax in float32 (bf16-safe).
+    """
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(mask, logits, -jnp.inf)
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v,
+                     preferred_element_type=jnp.float32)
+    return out.astype(q.dtype)
+
+
+def dense_attention(q, k, v, context: int, scale: float | None = None) -> jnp.ndarray:
+    """The O(T^2) oracle: full [T, T] logits with the window mask. q, k, v: [B, H, T, Dh]."""
+    t = q.shape[2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    pos = jnp.arange(t)
+    return attend(q, k, v, window_mask(pos, pos, context), scale)
+
+
+def banded_attention(q, k, v, context: int, block: int, scale: float | None = None,
+                     blocks_per_step: int = DEFAULT_BLOCKS_PER_STEP) -> jnp.ndarray:
+    """Blocked banded attention, memory O(T * (context + block)) instead of O(T^2).
+
+    Query block i (rows i*b .. i*b+b-1) sees only the key band
+    [i*b - (context-1), i*b + b - 1] (width W = b + context - 1), with the exact window
+    mask inside. Blocks are processed by `lax.map` in groups of `blocks_per_step` (each
+    group vmapped), so at most blocks_per_step * B*H*b*W logits are live at a time; the
+    block body is rematerialised in the backward pass, so gradients do not keep the band
+    probabilities of all blocks either.
+
+    Args:
+      q, k, v: [B, H, T, Dh]; context >= 1; block >= 1.
+    Returns:
+      [B, H, T, Dh] equal to `dense_attention` up to float summation order.
+    """
+    if context < 1 or block < 1 or blocks_per_step < 1:
+        raise ValueError(f"need context, block, blocks_per_step >= 1, got {context}, {block}, "
+                         f"{blocks_per_step}")
+    bsz, h, t, dh = q.shape
+    scale = 1.0 / math.sqrt(dh) if scale is None else scale
+    nb = -(-t // block)
+    width = block + context - 1
+    pad_q = nb * block - t
+    qp = jnp.pad(q, ((0, 0), (0, 0), (0, pad_q), (0, 0)))
+    # Keys get context-1 (masked) slots on the left so every band slice is in range.
+    kv_pad = ((0, 0), (0, 0), (context - 1, pad_q), (0, 0))
+    kp, vp = jnp.pad(k, kv_pad), jnp.pad(v, kv_pad)
+
+    @jax.checkpoint
+    def one_block(i):
+        start = i * block
+        qb = lax.dynamic_slice_in_dim(qp, start, block, axis=2)  # [B, H, b, Dh]
+        kb = lax.dynamic_slice_in_dim(kp, start, width, axis=2)  # [B, H, W, Dh]
+        vb = lax.dynamic_slice_in_dim(vp, start, width, axis=2)
+        q_pos = start + jnp.arange(block)
+        k_pos = start - (context - 1) + jnp.arange(width)  # < 0: left padding
+        return attend(qb, kb, vb, window_mask(q_pos, k_pos, context), scale)
+
+    out = lax.map(one_block, jnp.arange(nb), batch_size=min(blocks_per_step, nb))
+    out = jnp.moveaxis(out, 0, 2).reshape(bsz, h, nb * block, dh)  # [nb,B,H,b,Dh] -> time
+    return out[:, :, :t]
+
+
+# ---- streaming: ring KV cache ----------------------------------------------------------
+
+class KVCache(NamedTuple):
+    """Ring KV cache of one attention layer (a pytree of fixed-shape arrays).
+
+    keys, values: [B, H, C, Dh] (rotated keys, as in the offline path);
+    positions: [B, C] int32 absolute position stored in each slot, -1 = empty;
+    counter: [B] int32 number of tokens this stream has processed (next position).
+    """
+
+    keys: jnp.ndarray
+    values: jnp.ndarray
+    positions: jnp.ndarray
+    counter: jnp.ndarray
+
+
+def init_kv_cache(batch: int, capacity: int, num_heads: int, head_dim: int,
+                  dtype=jnp.float32) -> KVCache:
+    """An empty cache. capacity must be >= context + chunk - 1 for chunks of `chunk` tokens."""
+    if batch < 1 or capacity < 1:
+        raise ValueError(f"need batch, capacity >= 1, got {batch}, {capacity}")
+    shape = (batch, num_heads, capacity, head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
+                   jnp.full((batch, capacity), -1, jnp.int32), jnp.zeros((batch,), jnp.int32))
+
+
+def reset_kv_cache(cache: KVCache, reset) -> KVCache:
+    """Clears the streams where reset [B] bool is True (slots empty, counter 0)."""
+    reset = jnp.asarray(reset, bool)
+    if reset.shape != cache.counter.shape:
+        raise ValueError(f"reset must be [B]={cache.counter.shape}, got {reset.shape}")
+    r4 = reset[:, None, None, None]
+    return KVCache(jnp.where(r4, jnp.zeros_like(cache.keys), cache.keys),
+                   jnp.where(r4, jnp.zeros_like(cache.values), cache.values),
+                   jnp.where(reset[:, None], -1, cache.positions),
+                   jnp.where(reset, 0, cache.counter))
+
+
+def cache_attention(cache: KVCache, q, k, v, context: int, scale: float):
+    """Writes a chunk's keys/values into the ring, then attends from the chunk's queries.
+
+    Args:
+      cache: KVCache with capacity C >= context + c - 1.
+      q, k, v: [B, H, c, Dh], already rotated at positions counter + 0..c-1.
+    Returns:
+      (new cache with counter advanced by c, [B, H, c, Dh]).
+    """
+    c, cap = q.shape[2], cache.keys.shape[2]
+    if cap < context + c - 1:
+        raise ValueError(f"KV cache capacity {cap} < context {context} + chunk {c} - 1: the "
+                         "chunk would overwrite keys its own first queries still need")
+    pos = cache.counter[:, None] + jnp.arange(c, dtype=jnp.int32)  # [B, c]
+    slots = pos % cap
+    # Per-item scatter: slots differ between streams once counters diverge (resets).
+    write = jax.vmap(lambda buf, s, new: buf.at[:, s].set(new.astype(buf.dtype)))
+    keys, values = write(cache.keys, slots, k), write(cache.values, slots, v)
+    positions = jax.vmap(lambda p, s, new: p.at[s].set(new))(cache.positions, slots, pos)
+    mask = window_mask(pos, positions, context)[:, None]  # [B, 1, c, C]
+    out = attend(q, keys.astype(q.dtype), values.astype(q.dtype), mask, scale)
+    return KVCache(keys, values, positions, cache.counter + c), out
+
+
+class MultiHeadAttention(nn.Module):
+    """Fused-projection causal attention with RoPE (official StreamingMultiheadAttention).
+
+    Children: `in_proj` (kernel [d, 3d], columns q | k | v, head j = 64 j .. 64 j + 63
+    inside each), `out_proj` (kernel [d, d]); no biases.
+    """
+
+    cfg: TransformerConfig
+    compute_dtype: str = "float32"
+
+    def setup(self):
+        d = self.cfg.d_model
+        dt = dtype_of(self.compute_dtype)
+        self.in_proj = nn.Dense(3 * d, use_bias=False, dtype=dt, kernel_init=nn.with_logical_partitioning(
+            torch_uniform(d), (EMBED, QKV)))
+        self.out_proj = nn.Dense(d, use_bias=False, dtype=dt, kernel_init=nn.with_logical_partitioning(
+            torch_uniform(d), (HEADS, EMBED)))
+
+    def _qkv(self, x, positions):
+        """x [B, T, d] -> rotated q, k and v, each [B, H, T, Dh]."""
+        b, t, _ = x.shape
+        h, dh = self.cfg.num_heads, self.cfg.head_dim
+        q, k, v = jnp.split(self.in_proj(x).reshape(b, t, 3, h, dh), 3, axis=2)
+        q = apply_rope(q[:, :, 0], positions, self.cfg.max_period)
+        k = apply_rope(k[:, :, 0], positions, self.cfg.max_period)
+        return (jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2), jnp.swapaxes(v[:, :, 0], 1, 2))
+
+    def _out(self, a):
+        """[B, H, T, Dh] -> [B, T, d] through out_proj."""
+        b, h, t, dh = a.shape
+        return self.out_proj(jnp.swapaxes(a, 1, 2).reshape(b, t, h * dh))
+
+    def __call__(self, x, positions):
+        """Offline attention. x: [B, T, d]; positions [T] or [B, T] (RoPE only). -> [B, T, d]."""
+        q, k, v = self._qkv(x, positions)
+        cfg = self.cfg
+        if x.shape[1] <= cfg.dense_attention_max_len:
+            a = dense_attention(q, k, v, cfg.context)
+        else:
+            a = banded_attention(q, k, v, cfg.context, cfg.attention_block)
+        return self._out(a)
+
+    def step(self, cache: KVCache, x, context: int | None = None):
+        """Streaming step. x: [B, c, d] -> (cache, [B, c, d]); positions come from the cache."""
+        c = x.shape[1]
+        positions = cache.counter[:, None] + jnp.arange(c, dtype=jnp.int32)
+        q, k, v = self._qkv(x, positions)
+        context = self.cfg.context if context is None else context
+        cache, a = cache_attention(cache, q, k, v, context, 1.0 / math.sqrt(self.cfg.head_dim))
+        return cache, self._out(a)

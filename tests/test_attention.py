@@ -1,0 +1,136 @@
+"""Windowed causal attention: dense oracle vs torch SDPA, banded == dense, ring KV cache."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from secoustic_jax.layers.attention import (banded_attention, cache_attention, dense_attention,
+                                            init_kv_cache, reset_kv_cache, window_mask)
+
+
+def qkv(rng, b=1, h=2, t=50, dh=8, dtype=np.float32):
+    """Three random [B, H, T, Dh] arrays (scaled so the softmax is far from uniform)."""
+    return [jnp.asarray(2.0 * rng.standard_normal((b, h, t, dh)), dtype) for _ in range(3)]
+
+
+def test_window_mask_rule():
+    pos = jnp.arange(10)
+    m = np.asarray(window_mask(pos, pos, 3))
+    for t in range(10):
+        for s in range(10):
+            assert m[t, s] == (0 <= t - s < 3)
+    assert not np.asarray(window_mask(jnp.array([5]), jnp.array([-1]), 10)).any()  # empty slot
+
+
+@pytest.mark.parametrize("context", [250, 5, 1])
+def test_dense_matches_torch_sdpa(rng, context):
+    q, k, v = qkv(rng, b=2, h=3, t=300, dh=16)
+    got = np.asarray(dense_attention(q, k, v, context))
+    pos = torch.arange(300)
+    delta = pos[:, None] - pos[None, :]
+    mask = (delta >= 0) & (delta < context)  # True = attend (torch bool-mask convention)
+    ref = F.scaled_dot_product_attention(*(torch.from_numpy(np.array(a)) for a in (q, k, v)),
+                                         attn_mask=mask).numpy()
+    # float32: logits of std ~8 (their ulps are amplified by exp), 300-term sums in another
+    # order, |v| up to ~8: about 1e-6 relative.
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("context", [250, 249, 5])
+@pytest.mark.parametrize("t", [1, 7, 250, 251, 600, 1000])
+def test_banded_equals_dense(rng, t, context):
+    q, k, v = qkv(rng, t=t)
+    ref = np.asarray(dense_attention(q, k, v, context))
+    # Blocks of 1 row, not dividing T, the default 128, and longer than T.
+    for block in ((1,) if t <= 7 else ()) + (7, 128, 300):
+        got = np.asarray(jax.jit(banded_attention, static_argnums=(3, 4))(q, k, v, context, block))
+        # Same terms, different summation order (band vs full row); |v| up to ~8 and large
+        # logits: measured <= 7.3e-6, i.e. ~1e-6 relative.
+        np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0, err_msg=f"block {block}")
+
+
+@pytest.mark.parametrize("blocks_per_step", [1, 3, 100])
+def test_banded_grouping_is_invisible(rng, blocks_per_step):
+    q, k, v = qkv(rng, t=500)
+    ref = np.asarray(banded_attention(q, k, v, 250, 64))
+    got = np.asarray(banded_attention(q, k, v, 250, 64, blocks_per_step=blocks_per_step))
+    # Identical per-block arithmetic; vmapped vs scanned blocks may only reorder nothing.
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+
+
+def test_banded_gradient_equals_dense(rng):
+    q, k, v = qkv(rng, t=300)
+    w = jnp.asarray(rng.standard_normal(q.shape), jnp.float32)
+
+    def loss(fn, q, k, v):
+        return jnp.sum(fn(q, k, v) * w)
+
+    dense = jax.grad(lambda *a: loss(lambda *b: dense_attention(*b, 250), *a), argnums=(0, 1, 2))
+    band = jax.grad(lambda *a: loss(lambda *b: banded_attention(*b, 250, 64), *a), argnums=(0, 1, 2))
+    for g_d, g_b in zip(dense(q, k, v), band(q, k, v)):
+        # float32 backward through softmax, summation order differs: ulps of |grad| ~ 50.
+        np.testing.assert_allclose(np.asarray(g_b), np.asarray(g_d), atol=2e-5, rtol=0)
+
+
+def test_bfloat16_uses_float32_softmax(rng):
+    q, k, v = qkv(rng, t=400, dtype=jnp.bfloat16)
+    out = banded_attention(q, k, v, 250, 64)
+    assert out.dtype == jnp.bfloat16
+    ref = dense_attention(*(a.astype(jnp.float32) for a in (q, k, v)), 250)
+    # bf16 probabilities (8-bit mantissa) times bf16 v, float32 accumulation: ~1% of |v|.
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), atol=0.1, rtol=0)
+    assert np.isfinite(np.asarray(out, np.float32)).all()
+
+
+def run_cache(q, k, v, context, chunks, capacity):
+    """Feeds q, k, v [B, H, T, Dh] through the ring cache in the given chunk sizes."""
+    cache = init_kv_cache(q.shape[0], capacity, q.shape[1], q.shape[3])
+    outs, t0 = [], 0
+    step = jax.jit(cache_attention, static_argnums=(4, 5))
+    for c in chunks:
+        cache, o = step(cache, q[:, :, t0:t0 + c], k[:, :, t0:t0 + c], v[:, :, t0:t0 + c],
+                        context, 1.0 / math.sqrt(q.shape[3]))
+        outs.append(o)
+        t0 += c
+    return cache, np.concatenate(outs, axis=2)
+
+
+@pytest.mark.parametrize("context", [250, 5])
+def test_cache_equals_offline(rng, context):
+    q, k, v = qkv(rng, b=2, t=400)
+    ref = np.asarray(dense_attention(q, k, v, context))
+    _, one = run_cache(q, k, v, context, [1] * 400, capacity=context)
+    # Same keys in a different slot order: float32 summation order only (~1e-6 relative).
+    np.testing.assert_allclose(one, ref, atol=2e-5, rtol=0)
+    # Random sizes from a small set: each distinct size is one compilation.
+    sizes = np.random.default_rng(1).choice([1, 3, 16], 80)
+    sizes = sizes[np.cumsum(sizes) <= 400].tolist()
+    sizes += [1] * (400 - sum(sizes))
+    cache, rand = run_cache(q, k, v, context, sizes, capacity=context + max(sizes) - 1)
+    np.testing.assert_allclose(rand, ref, atol=2e-5, rtol=0)  # as above
+    assert np.asarray(cache.counter).tolist() == [400, 400]
+
+
+def test_cache_capacity_too_small_raises(rng):
+    q, k, v = qkv(rng, t=4)
+    cache = init_kv_cache(1, 250, 2, 8)
+    with pytest.raises(ValueError, match="capacity 250 < context 250 \\+ chunk 4 - 1"):
+        cache_attention(cache, q, k, v, 250, 0.3)
+
+
+def test_reset_clears_only_selected_streams(rng):
+    cache = init_kv_cache(2, 12, 2, 8)
+    q, k, v = qkv(rng, b=2, t=3)
+    cache, _ = cache_attention(cache, q, k, v, 10, 0.3)
+    cleared = reset_kv_cache(cache, jnp.array([False, True]))
+    assert np.asarray(cleared.counter).tolist() == [3, 0]
+    assert (np.asarray(cleared.positions[1]) == -1).all()
+    np.testing.assert_array_equal(np.asarray(cleared.keys[0]), np.asarray(cache.keys[0]))
+    assert not np.asarray(cleared.keys[1]).any()
+    with pytest.raises(ValueError, match="reset must be"):
+        reset_kv_cache(cache, jnp.array([True]))
