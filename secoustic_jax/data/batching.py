@@ -84,7 +84,9 @@ class BatchIterator:
     def _pad_example(self) -> dict:
         if self.template is None:
             raise RuntimeError("eval padding needs a template example")
-        return {k: np.zeros_like(v) for k, v in self.template.items()}
+        # all zeros (mask 0, valid 0, phones = padding) except utt_index = -1
+        return {k: np.full_like(v, -1) if k == "utt_index" else np.zeros_like(v)
+                for k, v in self.template.items()}
 
     def __next__(self) -> dict:
         if self._done:

@@ -35,6 +35,7 @@ SKIP = "_skip"
 class Entry:
     """What a worker needs for one utterance (small and picklable)."""
 
+    index: int  # position in the global (all-host) entry list
     id: str
     audio: str
     speaker: int
@@ -68,7 +69,8 @@ def load_entries(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig,
             continue
         ids = tuple(inventory.encode(r["phones"])) if r.get("phones") else None
         durs = tuple(r["durations"]) if r.get("phones") else None
-        out.append(Entry(r["id"], str(audio_path(r)), spk[r["speaker"]], frames, ids, durs))
+        out.append(Entry(len(out), r["id"], str(audio_path(r)), spk[r["speaker"]], frames, ids,
+                         durs))
     return out, speakers, rep
 
 
@@ -113,6 +115,7 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng) -> dict:
     except ValueError as e:
         return {SKIP: (entry.id, getattr(e, "kind", R.BAD_ALIGNMENT), str(e))}
     ex["speaker"] = np.int32(entry.speaker)
+    ex["utt_index"] = np.int32(entry.index)
     ex["valid"] = np.int32(1)
     return ex
 
@@ -239,5 +242,5 @@ def _template(cfg: PipelineConfig) -> dict:
                       hop=cfg.token_hop, multiple=cfg.crop_multiple,
                       prompt_frames=cfg.prompt_frames, max_phones=cfg.max_phones,
                       pad_short=True, rng=None)
-    ex.update(speaker=np.int32(0), valid=np.int32(0))
+    ex.update(speaker=np.int32(0), utt_index=np.int32(-1), valid=np.int32(0))
     return ex

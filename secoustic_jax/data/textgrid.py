@@ -11,7 +11,7 @@ import pathlib
 import re
 
 from secoustic_jax.data import align
-from secoustic_jax.data.phones import CMU39, SIL, SPN, normalise
+from secoustic_jax.data.phones import SIL, SPN, normalise
 
 _ARPA = re.compile(r"^[A-Za-z]{1,2}[012]?$")
 _PINYIN = re.compile(r"^[a-zü:v]+[0-5]?$")
@@ -50,11 +50,11 @@ def read_intervals(path, tier: str = "phones") -> tuple[list[tuple[float, float,
 
 
 def guess_phone_set(labels: list[str], allowed=("arpabet", "ipa", "pinyin")) -> str:
-    """'arpabet' when every non-silence label is a CMU phone (+ stress), 'pinyin' when all
-    look like pinyin initials/finals with tones somewhere, else 'ipa'."""
+    """'arpabet' when every non-silence label has the ARPAbet shape (upper-case ASCII letters
+    plus an optional stress digit; unknown ones are then reported by the normaliser),
+    'pinyin' when all look like pinyin initials/finals with tones somewhere, else 'ipa'."""
     core = [lab.strip() for lab in labels if lab.strip().lower() not in _SILENCE_LABELS]
-    if "arpabet" in allowed and core and all(
-            _ARPA.match(c) and c.upper().rstrip("012") in CMU39 for c in core):
+    if "arpabet" in allowed and core and all(_ARPA.match(c) and c.isupper() for c in core):
         return "arpabet"
     if "pinyin" in allowed and core and all(_PINYIN.match(c.lower()) for c in core) and any(
             c[-1].isdigit() for c in core):
