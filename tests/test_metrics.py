@@ -167,25 +167,26 @@ def test_corpus_wer_counts_and_drops_empty_refs():
 def test_whisper_transcribes_flite_and_wer(speech):
     refs = list(SENTENCES.values())
     orig = [asr.transcribe(speech["slt", k], cpu_threads=2) for k in SENTENCES]
-    again = [asr.transcribe(speech["slt", k], cpu_threads=2) for k in SENTENCES]
-    assert orig == again  # greedy, temperature 0: deterministic
+    assert asr.transcribe(speech["slt", "hello"], cpu_threads=2) == orig[0]  # greedy, T=0: deterministic
     rep = asr.wer_report(refs, orig, orig)
     assert rep["wer"] == 0.0 and rep["wer_orig"] == 0.0 and rep["wer_consistency"] == 0.0
-    garbled = [asr.transcribe(speech["slt", k][::-1].copy(), cpu_threads=2) for k in SENTENCES]
-    rep = asr.wer_report(refs, orig, garbled)
-    assert rep["wer"] > 0.5 and rep["wer_delta"] == rep["wer"]  # reversed speech is unintelligible
+    # Time-reversed speech is unintelligible: the reconstruction WER must rise.
+    garbled = [asr.transcribe(speech["slt", "fox"][::-1].copy(), cpu_threads=2), orig[0]]
+    rep = asr.wer_report(refs[::-1], orig[::-1], garbled)
+    assert rep["wer"] > 0.3 and rep["wer_delta"] == rep["wer"] and rep["wer_consistency"] > 0.3
 
 
 def test_speaker_similarity_orders_cases(speech):
     a = speech["slt", "hello"]
     assert speaker.speaker_similarity(a, a) == pytest.approx(1.0, abs=1e-5)  # float32 embedding
-    same_voice = speaker.speaker_similarity(a, speech["slt", "fox"])
-    other_voice = speaker.speaker_similarity(a, speech["rms", "hello"])
-    noisy = speaker.speaker_similarity(a, _noisy(a, 0.0))
-    assert other_voice < same_voice < 1.0 and noisy < 0.99
-    e = np.stack([speaker.speaker_embedding(speech[k]) for k in sorted(speech)])
+    keys = [("slt", "hello"), ("slt", "fox"), ("rms", "hello")]
+    e = np.stack([speaker.speaker_embedding(speech[k]) for k in keys] +
+                 [speaker.speaker_embedding(_noisy(a, 0.0))])
     m = speaker.similarity_matrix(e)
     np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-5)  # float32 L2 normalisation
-    assert speaker.speaker_embedding(a).tolist() == speaker.speaker_embedding(a).tolist()
+    same_voice, other_voice, noisy = m[0, 1], m[0, 2], m[0, 3]
+    assert other_voice < same_voice < 1.0 and noisy < 0.99
+    assert speaker.cosine(e[0], e[1]) == pytest.approx(same_voice, abs=1e-12)  # float64 both
+    assert speaker.speaker_embedding(a).tolist() == e[0].tolist()  # deterministic on CPU
     with pytest.raises(ValueError, match="all-zero"):
         speaker.speaker_embedding(np.zeros(16000, np.float32))
