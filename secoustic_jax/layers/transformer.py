@@ -1,0 +1,154 @@
+"""The projected causal transformer stack (model.md §5); the codec has four of them.
+
+Pre-norm layers, no final norm, no input/output projections (input dim = output dim = d):
+    x = x + ls1 * attn(LN1(x))
+    x = x + ls2 * linear2(gelu_exact(linear1(LN2(x))))
+
+Mixed precision: parameters stay float32 (param dtype); matmuls run in `compute_dtype`;
+LayerNorm statistics and the attention softmax are float32; the residual stream keeps
+the float32 of the LayerScale product, so bf16 rounding does not accumulate across layers.
+
+Streaming: `init_state(batch, capacity)` returns one ring KVCache per layer and
+`step(state, x_chunk)` equals the offline call on the concatenated chunks (see
+docs/layers_transformer.md for the cache contract).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from secoustic_jax.config.model import TransformerConfig
+from secoustic_jax.layers.attention import (KVCache, MultiHeadAttention, init_kv_cache,
+                                            reset_kv_cache)
+from secoustic_jax.layers.common import EMBED, MLP, NORM, constant, dtype_of, param, torch_uniform
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual gain, param `scale` [d] initialised to cfg.layer_scale."""
+
+    dim: int
+    init_value: float
+
+    @nn.compact
+    def __call__(self, x):
+        """x [..., d] (any float dtype) -> float32-promoted x * scale."""
+        return param(self, "scale", constant(self.init_value), (self.dim,), (NORM,)) * x
+
+
+def _layer_norm(cfg: TransformerConfig, dtype) -> nn.LayerNorm:
+    # Two-pass variance (use_fast_variance=False) like torch; statistics always in float32.
+    return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=dtype, use_fast_variance=False,
+                        force_float32_reductions=True,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, (NORM,)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (NORM,)))
+
+
+class TransformerLayer(nn.Module):
+    """One pre-norm layer: children norm1, norm2, self_attn, linear1, linear2, layer_scale_1/2."""
+
+    cfg: TransformerConfig
+    compute_dtype: str = "float32"
+
+    def setup(self):
+        cfg, dt = self.cfg, dtype_of(self.compute_dtype)
+        d, f = cfg.d_model, cfg.dim_feedforward
+        self.norm1 = _layer_norm(cfg, dt)
+        self.norm2 = _layer_norm(cfg, dt)
+        self.self_attn = MultiHeadAttention(cfg, self.compute_dtype)
+        self.linear1 = nn.Dense(f, use_bias=False, dtype=dt, kernel_init=nn.with_logical_partitioning(
+            torch_uniform(d), (EMBED, MLP)))
+        self.linear2 = nn.Dense(d, use_bias=False, dtype=dt, kernel_init=nn.with_logical_partitioning(
+            torch_uniform(f), (MLP, EMBED)))
+        self.layer_scale_1 = LayerScale(d, cfg.layer_scale)
+        self.layer_scale_2 = LayerScale(d, cfg.layer_scale)
+
+    def _feed_forward(self, x):
+        """Second residual branch, x [B, T, d] -> [B, T, d]."""
+        h = self.linear2(jax.nn.gelu(self.linear1(self.norm2(x)), approximate=False))
+        return x + self.layer_scale_2(h)
+
+    def __call__(self, x, positions):
+        """Offline. x: [B, T, d]; positions [T] or [B, T] absolute. -> [B, T, d]."""
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), positions))
+        return self._feed_forward(x)
+
+    def step(self, cache: KVCache, x, context: int | None = None):
+        """Streaming. x: [B, c, d] -> (cache, [B, c, d])."""
+        cache, a = self.self_attn.step(cache, self.norm1(x), context)
+        x = x + self.layer_scale_1(a)
+        return cache, self._feed_forward(x)
+
+
+class ProjectedTransformer(nn.Module):
+    """Stack of cfg.num_layers TransformerLayers named layers_0 .. layers_{N-1}.
+
+    Attributes:
+      cfg: TransformerConfig.
+      compute_dtype: "float32" or "bfloat16" (matmul dtype; params stay float32).
+      official_streaming: emulate the official ring-cache off-by-one in `step` (model.md
+        16.2): effective context cfg.context - 1 at every position, which is what the
+        official streaming computes (golden `stream_*` arrays). Offline is unaffected.
+    """
+
+    cfg: TransformerConfig
+    compute_dtype: str = "float32"
+    official_streaming: bool = False
+
+    def setup(self):
+        self.layers = [TransformerLayer(self.cfg, self.compute_dtype)
+                       for _ in range(self.cfg.num_layers)]
+
+    def _check(self, x):
+        if x.ndim != 3 or x.shape[-1] != self.cfg.d_model:
+            raise ValueError(f"ProjectedTransformer expects [B, T, {self.cfg.d_model}], got {x.shape}")
+        if x.shape[1] < 1:
+            raise ValueError("ProjectedTransformer needs at least one frame")
+
+    def __call__(self, x, positions_offset=0):
+        """Offline. x: [B, T, d]; positions_offset int or [B] int (RoPE positions start).
+
+        Returns [B, T, d] (float32 unless x is wider).
+        """
+        self._check(x)
+        offset = jnp.asarray(positions_offset, jnp.int32)
+        if offset.ndim not in (0, 1):
+            raise ValueError(f"positions_offset must be a scalar or [B], got {offset.shape}")
+        positions = offset[..., None] + jnp.arange(x.shape[1], dtype=jnp.int32)  # [T] | [B, T]
+        for layer in self.layers:
+            x = layer(x, positions)
+        return x
+
+    @property
+    def streaming_context(self) -> int:
+        """Attention window used by `step`."""
+        return self.cfg.context - 1 if self.official_streaming else self.cfg.context
+
+    def init_state(self, batch: int, capacity: int | None = None) -> tuple[KVCache, ...]:
+        """Empty streaming state: one KVCache per layer.
+
+        capacity defaults to the streaming context (enough for 1-token steps); chunks of
+        c tokens need capacity >= context + c - 1 (checked in `step`).
+        """
+        capacity = self.streaming_context if capacity is None else capacity
+        cfg = self.cfg
+        return tuple(init_kv_cache(batch, capacity, cfg.num_heads, cfg.head_dim,
+                                   dtype_of(self.compute_dtype)) for _ in range(cfg.num_layers))
+
+    def step(self, state, x_chunk, reset=None):
+        """One streaming call. state: from init_state; x_chunk [B, c, d]; reset [B] bool|None.
+
+        Streams with reset=True are cleared (empty cache, position 0) before the chunk.
+        Returns (state, y [B, c, d]); y equals the offline output at those positions.
+        """
+        self._check(x_chunk)
+        if len(state) != self.cfg.num_layers:
+            raise ValueError(f"state has {len(state)} layer caches, model has {self.cfg.num_layers}")
+        new_state = []
+        for layer, cache in zip(self.layers, state):
+            if reset is not None:
+                cache = reset_kv_cache(cache, reset)
+            cache, x_chunk = layer.step(cache, x_chunk, self.streaming_context)
+            new_state.append(cache)
+        return tuple(new_state), x_chunk
