@@ -33,7 +33,7 @@ from secoustic_jax.data.synth import VOICES, Job, SynthError, Synthesized, Voice
 TINY_VOICES = ("flite_kal16", "flite_slt", "espeak_en-us+f3", "flite_rms")
 DEFAULT_VOICES = ("festival_kal", "festival_ked", "festival_slt", "flite_kal16", "flite_awb",
                   "flite_rms", "flite_slt", "piper_joe", "espeak_en-us+m3", "espeak_en-us+f3",
-                  "espeak_en-gb+f2", "espeak_en-gb-scotland+m1", "espeak_en-029+m2")
+                  "espeak_en-gb-x-rp+f2", "espeak_en-gb-scotland+m1", "espeak_en-029+m2")
 CHUNK = 25  # utterances per pool task (festival starts once per task)
 
 
@@ -44,7 +44,7 @@ def resolve(cfg: CorpusConfig) -> tuple[tuple[str, ...], str, int]:
         voices, n, held = TINY_VOICES, 8, "flite_rms"
     else:
         voices, held = DEFAULT_VOICES, cfg.heldout_voice
-        n = 200 if cfg.size == "default" else int(cfg.size)
+        n = 100 if cfg.size == "default" else int(cfg.size)  # ~2 h (data.md §5.6)
     if cfg.voices:
         voices = tuple(cfg.voices)
     unknown = [v for v in voices if v not in VOICES]

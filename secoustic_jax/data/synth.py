@@ -44,7 +44,7 @@ VOICES = {v.id: v for v in (
     Voice("piper_joe", "piper", "en_US-joe-medium", "male"),
     Voice("espeak_en-us+m3", "espeak", "en-us+m3", "male", None, False),
     Voice("espeak_en-us+f3", "espeak", "en-us+f3", "female", None, False),
-    Voice("espeak_en-gb+f2", "espeak", "en-gb+f2", "female", None, False),
+    Voice("espeak_en-gb-x-rp+f2", "espeak", "en-gb-x-rp+f2", "female", None, False),
     Voice("espeak_en-gb-scotland+m1", "espeak", "en-gb-scotland+m1", "male", None, False),
     Voice("espeak_en-029+m2", "espeak", "en-029+m2", "male", None, False),
 )}
