@@ -1,0 +1,34 @@
+"""Tiny experiment: every module of the codec at a fraction of its size, fast on 2 CPU cores.
+
+    python train.py --config configs/tiny.py --workdir runs/tiny
+    python train.py --config configs/tiny.py --workdir runs/tiny --set data.kind=synthetic
+
+Stage lengths, the KL ramp and the schedule are scaled down together: the KL ramp runs
+over stage-2 steps 150-250 of 400 (paper scale: 20k-30k of 100k), so it completes well
+before the end of the stage.
+"""
+
+from secoustic_jax.config.data import PipelineConfig
+from secoustic_jax.config.model import codec_preset
+from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, ExperimentConfig,
+                                        LogConfig, LossConfig, OptimConfig, PhonemeEncoderConfig,
+                                        StageConfig, StagesConfig)
+
+
+def get_config() -> ExperimentConfig:
+    return ExperimentConfig(
+        name="tiny",
+        codec=codec_preset("tiny"),
+        phonemes=PhonemeEncoderConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128,
+                                      conv_layers=2, dropout=0.1),
+        loss=LossConfig(contrastive_dim=64, kl_ramp_start=150, kl_ramp_end=250,
+                        max_contrastive_frames=2048),
+        stages=StagesConfig(acoustic=StageConfig("acoustic", True, 400, 1.0, 8, 128),
+                            semantic=StageConfig("semantic", True, 400, 1.0, 8, 128),
+                            finetune=StageConfig("finetune", False, 100, 0.1, 8, 128)),
+        optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=40),
+        checkpoint=CheckpointConfig(every_steps=100, keep=3),
+        log=LogConfig(every_steps=10, eval_every_steps=0, eval_batches=4, audio_examples=2),
+        data=DataSourceConfig(kind="manifest", root="cache/corpus",
+                              pipeline=PipelineConfig(segment_frames=128, max_phones=64)),
+    )

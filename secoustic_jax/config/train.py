@@ -1,0 +1,255 @@
+"""Frozen experiment configs for training (training.md): phonemes, losses, stages, optimiser,
+mesh, checkpoints, logging, and the top-level `ExperimentConfig` that nests the codec.
+
+Every field here is a [project] default unless training.md gives it; docs/training.md says
+why each default was chosen. Import from `secoustic_jax.config.train` directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from secoustic_jax.config.base import ConfigError
+from secoustic_jax.config.data import PipelineConfig
+from secoustic_jax.config.model import CodecConfig
+
+STAGE_NAMES = ("acoustic", "semantic", "finetune")
+CONTRASTIVE_INPUTS = ("ste", "mu", "pre_vae")
+
+
+@dataclass(frozen=True)
+class PhonemeEncoderConfig:
+    """Training-only phoneme encoder Phi (training.md §5). vocab_size 0 = from the data."""
+
+    vocab_size: int = 0
+    d_model: int = 256
+    num_heads: int = 8
+    num_layers: int = 4
+    dim_feedforward: int = 1024
+    conv_layers: int = 3
+    conv_kernel: int = 5
+    dropout: float = 0.1
+    max_period: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def validate(self) -> None:
+        if self.d_model % self.num_heads or (self.d_model // self.num_heads) % 2:
+            raise ConfigError("phonemes: d_model / num_heads must be an even integer")
+        if self.conv_kernel % 2 == 0:
+            raise ConfigError("phonemes.conv_kernel must be odd ('same' padding)")
+        if not 0.0 <= self.dropout < 1.0 or self.vocab_size < 0:
+            raise ConfigError("phonemes: dropout in [0, 1) and vocab_size >= 0 required")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights and options (training.md §2-§3)."""
+
+    mel_weight: float = 1.0
+    acoustic_weight: float = 1.0  # alpha
+    contrastive_weight: float = 1.0  # beta; the transcribed 1e-5 is suspect (training.md §3)
+    kl_weight: float = 1e-5  # final value of w(step)
+    kl_ramp_start: int = 20_000
+    kl_ramp_end: int = 30_000
+    kl_ramp_uses_stage_step: bool = True
+    kl_margin_semantic: float = 1.0  # nats per frame
+    kl_margin_paralinguistic: float = 1.0  # nats per utterance
+    kl_hinge: str = "per_item"  # or "batch_mean"
+    contrastive_input: str = "ste"  # "ste" | "mu" | "pre_vae"
+    contrastive_dim: int = 256
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_max: float = 100.0  # clamp on exp(tau)
+    max_contrastive_frames: int = 8192
+    mask_same_phone_negatives: bool = False
+    finetune_mel_from_connector: bool = True  # stage 3: also L_mel on D(A-hat)
+
+    def validate(self) -> None:
+        if self.kl_hinge not in ("per_item", "batch_mean"):
+            raise ConfigError(f"loss.kl_hinge must be per_item or batch_mean, got {self.kl_hinge!r}")
+        if self.contrastive_input not in CONTRASTIVE_INPUTS:
+            raise ConfigError(f"loss.contrastive_input must be one of {CONTRASTIVE_INPUTS}")
+        if self.kl_ramp_end < self.kl_ramp_start:
+            raise ConfigError("loss.kl_ramp_end must be >= kl_ramp_start")
+        if self.max_contrastive_frames < 2 or self.logit_scale_max <= 0:
+            raise ConfigError("loss: max_contrastive_frames >= 2 and logit_scale_max > 0 required")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Run-time settings of one stage; what it trains is in training/stages.py."""
+
+    name: str = "acoustic"
+    enabled: bool = True
+    steps: int = 200_000
+    lr_multiplier: float = 1.0
+    batch_size: int = 32  # global batch
+    segment_frames: int = 256
+
+    def validate(self) -> None:
+        if self.name not in STAGE_NAMES:
+            raise ConfigError(f"stage name must be one of {STAGE_NAMES}, got {self.name!r}")
+        if self.steps < 0 or self.batch_size < 1 or self.segment_frames < 4:
+            raise ConfigError(f"stage {self.name}: steps >= 0, batch >= 1, segment >= 4 required")
+
+
+@dataclass(frozen=True)
+class StagesConfig:
+    """The three stages by name (so `--set stages.semantic.steps=1000` works); indexable
+    0, 1, 2 in run order."""
+
+    acoustic: StageConfig = field(default_factory=lambda: StageConfig(
+        "acoustic", True, 200_000, 1.0, 32, 256))
+    semantic: StageConfig = field(default_factory=lambda: StageConfig(
+        "semantic", True, 100_000, 1.0, 32, 344))
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(
+        "finetune", False, 20_000, 0.1, 32, 344))
+
+    def __getitem__(self, index: int) -> StageConfig:
+        return getattr(self, STAGE_NAMES[index])
+
+    def __iter__(self):
+        return iter([self[i] for i in range(len(STAGE_NAMES))])
+
+    def __len__(self) -> int:
+        return len(STAGE_NAMES)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warm-up + cosine per stage (training.md §8 rows 1-3)."""
+
+    lr: float = 2e-4
+    end_lr: float = 1e-5
+    warmup_steps: int = 5000
+    b1: float = 0.9
+    b2: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.01  # matrices only
+    clip_norm: float = 1.0  # global norm over trainable leaves; 0 = off
+    grad_accum: int = 1  # micro-batches per optimiser step
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.end_lr < 0 or self.warmup_steps < 0 or self.grad_accum < 1:
+            raise ConfigError("optim: lr > 0, end_lr >= 0, warmup >= 0, grad_accum >= 1 required")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh (data, fsdp). data = -1 takes every device not used by fsdp."""
+
+    data: int = -1
+    fsdp: int = 1
+    fsdp_min_size: int = 2 ** 12  # params smaller than this stay replicated
+
+    def validate(self) -> None:
+        if self.fsdp < 1 or (self.data < 1 and self.data != -1):
+            raise ConfigError("mesh: fsdp >= 1 and data >= 1 (or -1) required")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """jax.distributed.initialize arguments; empty coordinator = single process."""
+
+    coordinator_address: str = ""
+    num_processes: int = 1
+    process_id: int = 0
+    local_device_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 2000
+    keep: int = 3
+    async_save: bool = True
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    every_steps: int = 50
+    eval_every_steps: int = 5000  # 0 = only at the end of each stage
+    eval_batches: int = 8
+    codebook_window: int = 50  # steps per codebook-usage window
+    audio_examples: int = 2
+    griffin_lim_iters: int = 32
+
+
+@dataclass(frozen=True)
+class DataSourceConfig:
+    """Where batches come from: `manifest` (the grain pipeline) or `synthetic` (tests, bench)."""
+
+    kind: str = "manifest"
+    root: str = "cache/corpus"
+    train_split: str = "train"
+    valid_split: str = "valid"
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    synthetic_vocab: int = 24  # phone inventory size of the synthetic source
+    synthetic_nan_batches: tuple[int, ...] = ()  # positions whose mel is NaN (NaN-guard tests)
+
+    def validate(self) -> None:
+        if self.kind not in ("manifest", "synthetic"):
+            raise ConfigError(f"data.kind must be manifest or synthetic, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a training run needs; hashable, so it can be a static jit argument."""
+
+    name: str = "secoustic"
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    phonemes: PhonemeEncoderConfig = field(default_factory=PhonemeEncoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    data: DataSourceConfig = field(default_factory=DataSourceConfig)
+    seed: int = 0
+    codec_factory: str = ""  # "module:function" building the codec; "" = SecoustiCodec
+    nan_max_consecutive: int = 20  # this many skipped steps in a row stop the run
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for sub in (self.phonemes, self.loss, self.optim, self.mesh, self.data, *self.stages):
+            sub.validate()
+        names = tuple(s.name for s in self.stages)
+        if names != STAGE_NAMES:
+            raise ConfigError(f"stage names must be {STAGE_NAMES} in order, got {names}")
+        for s in self.stages:
+            if s.enabled and s.segment_frames % self.codec.hop:
+                raise ConfigError(f"stage {s.name}: segment_frames must be a multiple of hop "
+                                  f"{self.codec.hop}")
+            if s.enabled and s.batch_size % self.optim.grad_accum:
+                raise ConfigError(f"stage {s.name}: batch_size must divide by grad_accum")
+
+    def stage(self, index: int) -> StageConfig:
+        return self.stages[index]
+
+    @property
+    def enabled_stages(self) -> tuple[int, ...]:
+        return tuple(i for i, s in enumerate(self.stages) if s.enabled and s.steps > 0)
+
+
+def load_experiment(path, overrides=None) -> ExperimentConfig:
+    """Runs `get_config()` of a config file (configs/<preset>.py) and applies dotted overrides."""
+    import importlib.util
+    import pathlib
+
+    from secoustic_jax.config.base import apply_overrides
+
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    spec = importlib.util.spec_from_file_location(f"secoustic_config_{p.stem}", p)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{p} defines no get_config()")
+    cfg = module.get_config()
+    if not isinstance(cfg, ExperimentConfig):
+        raise ConfigError(f"{p}: get_config() returned {type(cfg).__name__}, not ExperimentConfig")
+    return apply_overrides(cfg, overrides)

@@ -1,0 +1,138 @@
+"""Orbax checkpoints of a training run (maxtext checkpointing.py style).
+
+Layout: <workdir>/checkpoints/<step>/
+  state/  the TrainState (params {"codec", "aux"}, batch_stats, opt_state, counters, rng)
+  data/   grain iterator state, one JSON per process (process_<i>-of-<n>.json)
+  meta/   JSON: config (to_dict), its fingerprint, stage index, stage step, phone inventory
+Orbax writes into a temporary directory and renames it when the save is committed, so a
+step directory that is listed is complete; a half-written one (killed mid-save) carries
+the tmp suffix and is never listed, hence never restored.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from secoustic_jax.config.base import ConfigError, diff, fingerprint, from_dict, to_dict
+from secoustic_jax.config.train import CheckpointConfig, ExperimentConfig
+
+FORMAT = "secoustic-train-v1"
+# Fields that do not change the maths of a run; a resume may change them.
+RUNTIME_FIELDS = ("log", "checkpoint", "distributed")
+
+
+class _IteratorSnapshot:
+    """Holds iterator state bytes for grain's checkpoint handler (save and restore)."""
+
+    def __init__(self, state: bytes = b""):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return self.state
+
+    def set_state(self, state: bytes) -> None:
+        self.state = state
+
+    def start_prefetch(self) -> None:  # called by grain's handler after restore
+        pass
+
+
+def run_fingerprint(config: ExperimentConfig) -> str:
+    d = to_dict(config)
+    return fingerprint({k: v for k, v in d.items() if k not in RUNTIME_FIELDS})
+
+
+def checkpoint_dir(workdir) -> pathlib.Path:
+    return pathlib.Path(workdir).resolve() / "checkpoints"
+
+
+class Checkpointer:
+    """Thin wrapper over ocp.CheckpointManager with the composite of state + data + meta."""
+
+    def __init__(self, workdir, cfg: CheckpointConfig | None = None):
+        cfg = cfg or CheckpointConfig()
+        opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep,
+                                            enable_async_checkpointing=cfg.async_save, create=True)
+        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=opts)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state, data_state: bytes, meta: dict) -> None:
+        """Async save (returns at once; `wait()` blocks until committed)."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_state)),
+                                  meta=ocp.args.JsonSave(dict(meta, format=FORMAT)))
+        self.manager.save(step, args=args, force=True)
+
+    def read_meta(self, step: int) -> dict:
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if meta.get("format") != FORMAT:
+            raise ConfigError(f"checkpoint {step}: format {meta.get('format')!r}, expected {FORMAT}")
+        return meta
+
+    def restore(self, step: int, abstract_state) -> tuple[Any, bytes]:
+        """-> (TrainState placed with the template's shardings, data iterator bytes)."""
+        snap = _IteratorSnapshot()
+        self.manager.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(snap)))
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+        return out["state"], snap.state
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def make_meta(config: ExperimentConfig, *, stage_index: int, stage_step: int, step: int,
+              inventory: list[str], stage_done: bool = False) -> dict:
+    return {"config": to_dict(config), "fingerprint": run_fingerprint(config),
+            "stage_index": stage_index, "stage_step": stage_step, "step": step,
+            "stage_done": stage_done, "phones": list(inventory)}
+
+
+def check_config(meta: dict, config: ExperimentConfig) -> None:
+    """Refuses to resume a run whose recorded config differs from `config` (runtime-only
+    fields excepted), naming the differing fields."""
+    if meta["fingerprint"] == run_fingerprint(config):
+        return
+    stored = from_dict(ExperimentConfig, meta["config"])
+    changed = [d for d in diff(stored, config) if d.split(".")[0] not in RUNTIME_FIELDS]
+    raise ConfigError("the checkpoint was written with a different config; use a new workdir "
+                      "or the stored config. Differences: " + "; ".join(changed[:12]))
+
+
+def load_codec_variables(workdir, step: int | None = None):
+    """(CodecConfig, {"params", "batch_stats"} of the codec) from a run's checkpoint.
+
+    Reads the latest complete checkpoint unless `step` is given; arrays come back as host
+    jax arrays on the default device; the aux (training-only) subtree is dropped.
+    """
+    ck = Checkpointer(workdir, CheckpointConfig(async_save=False))
+    try:
+        step = ck.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir(workdir)}")
+        meta = ck.read_meta(step)
+        config = from_dict(ExperimentConfig, meta["config"])
+        state = ck.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+    finally:
+        ck.close()
+    variables = {"params": state["params"]["codec"]}
+    stats = (state.get("batch_stats") or {}).get("codec")
+    if stats:
+        variables["batch_stats"] = stats
+    return config.codec, jax.tree.map(jax.numpy.asarray, variables)

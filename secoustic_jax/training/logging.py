@@ -1,0 +1,110 @@
+"""Training logs: tensorboardX scalars/images/audio on process 0, codebook-usage windows,
+a console progress bar, and a JSON-lines history (used by docs plots and tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+ZERO_CODE_NAME = "codebook/zero_code_fraction"
+
+
+def codebook_window_stats(counts: np.ndarray) -> dict[str, float]:
+    """Usage statistics of a token histogram [K] pooled over a window of steps.
+
+    usage = distinct codes / K; perplexity = exp(H) of the empirical distribution;
+    max_freq = share of the most frequent code.
+    """
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum()
+    if total <= 0:
+        return {"codebook/usage": 0.0, "codebook/perplexity": 0.0, "codebook/max_freq": 0.0}
+    p = counts[counts > 0] / total
+    return {"codebook/usage": float((counts > 0).sum() / counts.size),
+            "codebook/perplexity": float(math.exp(-(p * np.log(p)).sum())),
+            "codebook/max_freq": float(p.max())}
+
+
+class MetricWindow:
+    """Running means of step metrics between two log points; code counts are summed."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.codes = None
+
+    def add(self, metrics: dict) -> None:
+        self.n += 1
+        for k, v in metrics.items():
+            if k == "code_counts":
+                v = np.asarray(v, np.float64)
+                self.codes = v if self.codes is None else self.codes + v
+            else:
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+    def summary(self) -> dict[str, float]:
+        out = {k: v / max(self.n, 1) for k, v in self.sums.items()}
+        if self.codes is not None:
+            out.update(codebook_window_stats(self.codes))
+        return out
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+class Logger:
+    """tensorboardX + JSON lines + tqdm; silent on processes other than 0."""
+
+    def __init__(self, workdir, *, enabled: bool, progress: bool, total_steps: int, initial: int):
+        self.enabled = enabled
+        self.writer = None
+        self.bar = None
+        self.history_path = pathlib.Path(workdir) / "history.jsonl"
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+        self.writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+        if progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_steps, initial=initial, dynamic_ncols=True, unit="step")
+
+    def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        with self.history_path.open("a") as f:
+            f.write(json.dumps({"step": step, "split": prefix,
+                                **{k: float(v) for k, v in values.items()}}) + "\n")
+
+    def progress(self, n: int, postfix: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+
+    def image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """image [H, W, 3] uint8."""
+        if self.enabled:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def audio(self, step: int, tag: str, wave: np.ndarray, sample_rate: int) -> None:
+        """wave [L] float in [-1, 1] (tensorboardX wants (L,) or (L, C))."""
+        if self.enabled:
+            self.writer.add_audio(tag, np.asarray(wave, np.float32).reshape(-1), step,
+                                  sample_rate=sample_rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_history(workdir) -> list[dict]:
+    p = pathlib.Path(workdir) / "history.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []

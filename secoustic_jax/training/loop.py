@@ -1,0 +1,253 @@
+"""The linear trainer (big_vision style): set up, resume, run every enabled stage, log, save.
+
+Sections: distributed start-up -> phone inventory (fixes the phoneme vocabulary) -> mesh and
+shapes -> resume point from the latest complete checkpoint -> per stage: compiled runtime,
+fresh or restored state, the step loop (logging, validation, checkpoints, NaN guard,
+SIGTERM) -> final checkpoint of the stage. Stage boundaries are part of the run state: a
+checkpoint records the stage index, its stage step and whether the stage was finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pathlib
+import signal
+import threading
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.training import distributed, sharding as shd
+from secoustic_jax.training.checkpoint import Checkpointer, check_config, make_meta
+from secoustic_jax.training.data import make_source
+from secoustic_jax.training.logging import Logger, MetricWindow
+from secoustic_jax.training.model import TrainNet
+from secoustic_jax.training.runtime import (build_stage, init_variables, model_shapes,
+                                            start_state)
+from secoustic_jax.training.stages import stage_spec, stage_start_steps
+from secoustic_jax.training.validation import log_media, run_validation
+
+
+class PersistentNaNError(RuntimeError):
+    """Too many consecutive non-finite steps: the run stops instead of spinning."""
+
+
+@dataclasses.dataclass
+class Run:
+    config: ExperimentConfig
+    workdir: pathlib.Path
+    net: nn.Module
+    mesh: object
+    shapes: object
+    ckpt: Checkpointer
+    logger: Logger
+    inventory: list[str]
+    stop_flag: threading.Event
+    max_steps: int | None  # test hook: stop (no save, like a crash) after this global step
+    last_saved: int = -1
+
+
+def resolve_codec_factory(spec: str):
+    """"module:function" -> callable(codec_cfg) -> nn.Module ("" = SecoustiCodec)."""
+    if not spec:
+        from secoustic_jax.training.model import default_codec_factory
+        return default_codec_factory
+    mod, _, fn = spec.partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def data_inventory(config: ExperimentConfig) -> list[str]:
+    """Phone labels of the data (ID = position); their number fixes the embedding size."""
+    if config.data.kind == "synthetic":
+        src = make_source(config, config.enabled_stages[0], split="train", process_index=0,
+                          process_count=1, batch=1)
+        return list(src.inventory_labels)
+    from secoustic_jax.data.phones import PhoneInventory
+    return list(PhoneInventory.load(config.data.root).labels)
+
+
+def resolve_config(config: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
+    """Fills phonemes.vocab_size from the inventory (or checks it when set)."""
+    inv = data_inventory(config)
+    if config.phonemes.vocab_size == 0:
+        config = dataclasses.replace(config, phonemes=dataclasses.replace(
+            config.phonemes, vocab_size=len(inv)))
+    elif config.phonemes.vocab_size != len(inv):
+        raise ValueError(f"phonemes.vocab_size={config.phonemes.vocab_size} but the phone "
+                         f"inventory has {len(inv)} entries")
+    return config, inv
+
+
+def _install_sigterm(flag: threading.Event):
+    """SIGTERM sets `flag`; the loop saves at the next step boundary and returns."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: flag.set())
+
+
+def train(config: ExperimentConfig, workdir, *, progress: bool = True,
+          max_steps: int | None = None) -> dict:
+    """Runs every enabled stage (resuming from the latest complete checkpoint) -> summary."""
+    distributed.initialize(config.distributed)
+    t_start = time.time()
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config, inventory = resolve_config(config)
+    net = TrainNet(config, resolve_codec_factory(config.codec_factory))
+    mesh = shd.make_mesh(config.mesh)
+    shapes = model_shapes(net, mesh, config)
+    ckpt = Checkpointer(workdir, config.checkpoint)
+    resume = _resume_point(ckpt, config, inventory)
+    total = sum(config.stages[i].steps for i in config.enabled_stages)
+    logger = Logger(workdir, enabled=jax.process_index() == 0, progress=progress,
+                    total_steps=total, initial=resume["step"] if resume else 0)
+    run = Run(config, workdir, net, mesh, shapes, ckpt, logger, inventory, threading.Event(),
+              max_steps)
+    old_handler = _install_sigterm(run.stop_flag)
+    summary = {"stages": {}, "preempted": False, "stopped": False, "resumed_from": resume and resume["step"]}
+    try:
+        params = stats = None
+        for idx in config.enabled_stages:
+            if resume and idx < resume["stage_index"]:
+                continue
+            rt = build_stage(net, mesh, config, shapes, idx)
+            state, src, fresh = _stage_state(run, rt, idx, resume, params, stats)
+            resume = None
+            if state is None:  # resumed from the checkpoint that finished this stage
+                params, stats = fresh
+                continue
+            result = _run_stage(run, rt, idx, state, src)
+            summary["stages"][config.stages[idx].name] = result["summary"]
+            if result["stop"]:
+                summary[result["stop"]] = True
+                break
+            params, stats = result["state"].params, result["state"].batch_stats
+    finally:
+        ckpt.close()
+        logger.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    summary.update(wall_time_s=time.time() - t_start, last_checkpoint=ckpt.latest_step(),
+                   workdir=str(workdir))
+    return summary
+
+
+def _resume_point(ckpt: Checkpointer, config, inventory) -> dict | None:
+    step = ckpt.latest_step()
+    if step is None:
+        return None
+    meta = ckpt.read_meta(step)
+    check_config(meta, config)
+    if meta["phones"] != inventory:
+        raise ValueError("the checkpoint's phone inventory differs from the data's; "
+                         "resume with the same corpus or start a new workdir")
+    return dict(meta, checkpoint=step)
+
+
+def _stage_state(run: Run, rt, idx: int, resume, params, stats):
+    """-> (state | None, source, (params, stats) when the stage was already finished)."""
+    config = run.config
+    src = make_source(config, idx, split="train", process_index=jax.process_index(),
+                      process_count=jax.process_count())
+    if resume and resume["stage_index"] == idx:
+        state, data_state = run.ckpt.restore(resume["checkpoint"], rt.abstract_state)
+        if resume["stage_done"]:
+            return None, src, (state.params, state.batch_stats)
+        src.set_state(data_state)
+        return state, src, None
+    if params is None:
+        params, stats = init_variables(run.net, run.mesh, config, run.shapes,
+                                       jax.random.PRNGKey(config.seed))
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), idx)
+    step = stage_start_steps(config)[idx]
+    return start_state(rt, params, stats, step=step, key=key), src, None
+
+
+def _save(run: Run, state, src, idx: int, *, done: bool, wait: bool = False) -> None:
+    if int(state.step) == run.last_saved:  # e.g. SIGTERM right after a periodic save
+        if wait:
+            run.ckpt.wait()
+        return
+    if not bool(_all_finite(state.params)):
+        raise PersistentNaNError("refusing to checkpoint non-finite parameters")
+    meta = make_meta(run.config, stage_index=idx, stage_step=int(state.stage_step),
+                     step=int(state.step), inventory=run.inventory, stage_done=done)
+    run.ckpt.save(int(state.step), state, src.get_state(), meta)
+    run.last_saved = int(state.step)
+    if wait:
+        run.ckpt.wait()
+
+
+@jax.jit
+def _all_finite(tree):
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
+    """The step loop of one stage. -> {"state", "summary", "stop": "" | reason}."""
+    config, logger = run.config, run.logger
+    stage, lc = config.stages[idx], config.log
+    window, t_stage = MetricWindow(), time.time()
+    step, stage_step = int(state.step), int(state.stage_step)
+    nan_run, last, stop = int(state.nan_consecutive), {}, ""
+    frames_per_batch = stage.batch_size * stage.segment_frames
+    while stage_step < stage.steps:
+        if run.max_steps is not None and step >= run.max_steps:
+            return {"state": state, "summary": _stage_summary(last, step, t_stage), "stop": "stopped"}
+        batch = shd.global_batch(run.mesh, next(src))
+        t0 = time.perf_counter()
+        state, metrics = rt.train_step(state, batch)
+        metrics = jax.device_get(metrics)
+        dt = time.perf_counter() - t0
+        step, stage_step = step + 1, stage_step + 1
+        nan_run = nan_run + 1 if metrics["skipped"] else 0
+        if nan_run >= config.nan_max_consecutive:
+            raise PersistentNaNError(
+                f"{nan_run} consecutive steps with a non-finite loss or gradient (stage "
+                f"{stage.name}, step {step}); the last checkpoint holds finite parameters. "
+                "Lower the learning rate or inspect the data around this step.")
+        window.add(dict(metrics, step_time_s=dt, examples_per_s=stage.batch_size / dt,
+                        frames_per_s=frames_per_batch / dt, stage=float(idx)))
+        if step % lc.every_steps == 0 or stage_step == stage.steps:
+            last = window.summary()
+            logger.scalars(step, last)
+            logger.progress(window.n, {"loss": last["loss/total"]})
+            window.reset()
+        if lc.eval_every_steps and step % lc.eval_every_steps == 0 and stage_step < stage.steps:
+            _validate(run, rt, idx, state, step, media=True)
+        if step % config.checkpoint.every_steps == 0 and stage_step < stage.steps:
+            _save(run, state, src, idx, done=False)
+        if distributed.any_host(run.stop_flag.is_set()):
+            _save(run, state, src, idx, done=False, wait=True)
+            stop = "preempted"
+            break
+    summary = _stage_summary(last, step, t_stage)
+    if not stop:
+        _save(run, state, src, idx, done=True, wait=True)
+        summary["valid"] = _validate(run, rt, idx, state, step, media=True)
+    return {"state": state, "summary": summary, "stop": stop}
+
+
+def _stage_summary(last: dict, step: int, t0: float) -> dict:
+    return {"final_step": step, "wall_time_s": time.time() - t0, "last_window": last}
+
+
+def _validate(run: Run, rt, idx: int, state, step: int, *, media: bool) -> dict:
+    config = run.config
+    src = make_source(config, idx, split=config.data.valid_split,
+                      process_index=jax.process_index(), process_count=jax.process_count())
+    key = jax.random.PRNGKey(config.seed + 7)
+    metrics, first = run_validation(rt, state, src, run.mesh, config.log.eval_batches, key)
+    if hasattr(src, "close"):
+        src.close()
+    run.logger.scalars(step, metrics, prefix="valid")
+    if media and first is not None and jax.process_count() == 1:
+        log_media(run.logger, step, run.net, state, first, stage_spec(idx).forward,
+                  examples=config.log.audio_examples, gl_iters=config.log.griffin_lim_iters)
+    return metrics

@@ -1,0 +1,73 @@
+"""The training network: the codec plus the training-only `aux` modules in one linen module.
+
+Variables: {"params": {"codec": ..., "aux": ...}, "batch_stats": {"codec": ...}}. The codec
+subtree is exactly what `SecoustiCodec(config).init` produces, so it exports as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.model.phonemes import ContrastiveAux
+
+
+def default_codec_factory(codec_cfg):
+    # Imported lazily: the codec module is owned by the model engineers (import direction
+    # model -> training is respected either way).
+    from secoustic_jax.model.codec import SecoustiCodec
+    return SecoustiCodec(codec_cfg)
+
+
+class TrainNet(nn.Module):
+    """Codec + aux. `codec_factory(codec_cfg) -> nn.Module` lets tests inject a stand-in."""
+
+    config: ExperimentConfig
+    codec_factory: Callable[[Any], nn.Module] = default_codec_factory
+
+    def setup(self):
+        cfg = self.config
+        self.codec = self.codec_factory(cfg.codec)
+        self.aux = ContrastiveAux(cfg.phonemes, cfg.loss, cfg.codec.transformer.d_model)
+
+    def acoustic(self, mel):
+        """Stage-1 path. mel [B, T, 80] -> (A [B, T', d], mel_hat [B, h*T', 80]).
+
+        Uses `encode` (its semantic branch is dead code here and removed by XLA) and
+        `decode_acoustic`; BatchNorm is not touched.
+        """
+        a = self.codec.encode(mel).acoustic
+        return a, self.codec.decode_acoustic(a)
+
+    def full(self, batch, *, train: bool, with_mel: bool = False):
+        """Stage-2/3 path. batch: dict of the pipeline (see training/data.py).
+
+        Returns dict: out (the codec's TrainOutputs), u, v (unit-norm contrastive
+        embeddings [B, T', D]), valid [B, T'] frames covered by phones, pos [B, T'] phone
+        position per token, scale exp(tau), and mel_connector = D(A-hat) when with_mel.
+        """
+        out = self.codec(batch["mel"], batch["prompt_mel"], batch["prompt_lengths"], train=train)
+        speech = {"ste": out.semantic_embed, "mu": out.semantic_mu,
+                  "pre_vae": out.pre_vae}[self.config.loss.contrastive_input]
+        u, v, valid, pos, scale = self.aux(speech, batch["phones"], batch["phone_durations"],
+                                           self.config.codec.hop, train=train)
+        res = {"out": out, "u": u, "v": v, "valid": valid, "pos": pos, "scale": scale}
+        if with_mel:
+            res["mel_connector"] = self.codec.decode_acoustic(out.connector_out)
+        return res
+
+    def __call__(self, batch, *, train: bool = False):
+        """Touches every module (used by init): full path plus D(A-hat)."""
+        res = self.full(batch, train=train, with_mel=True)
+        return res["out"].mel_from_acoustic, res["mel_connector"]
+
+
+def token_mask(mel_mask, hop: int):
+    """[B, N] frame mask -> [B, N/hop] token mask (a token is valid if any of its frames is)."""
+    b, n = mel_mask.shape
+    if n % hop:
+        raise ValueError(f"mel length {n} is not a multiple of hop {hop}")
+    return jnp.max(jnp.asarray(mel_mask, jnp.float32).reshape(b, n // hop, hop), axis=-1)

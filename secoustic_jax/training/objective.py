@@ -1,0 +1,95 @@
+"""Forward + weighted loss of one stage, as a function of the variables (for jax.grad).
+
+`stage_objective` runs the stage's forward (training/stages.py: "acoustic" or "full") and
+combines the losses of the stage table with their weights. Metrics are float32 scalars,
+except `code_counts` [codebook] (token histogram over valid tokens, summed on the host into
+usage windows).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from secoustic_jax import losses
+from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.training.model import TrainNet, token_mask
+from secoustic_jax.training.stages import loss_weights, stage_spec
+
+
+def kl_step(config: ExperimentConfig, step, stage_step):
+    """The step counter the KL ramp reads (stage step by default, training.md §3)."""
+    return stage_step if config.loss.kl_ramp_uses_stage_step else step
+
+
+def _codebook_metrics(out, tmask, codebook: int):
+    """Token histogram [codebook] over valid tokens and the FSQ saturation fraction."""
+    tokens = out.tokens.reshape(-1)
+    w = tmask.reshape(-1)
+    counts = jnp.zeros((codebook,), jnp.float32).at[tokens].add(w)
+    bounded = 0.999 * jnp.tanh(out.fsq_projected.astype(jnp.float32))
+    sat = jnp.sum(jnp.mean(jnp.abs(bounded) > 0.99, axis=-1) * tmask) / jnp.maximum(jnp.sum(tmask), 1)
+    return {"code_counts": counts, "fsq_saturation": sat,
+            "zero_code_fraction": counts[(codebook - 1) // 2] / jnp.maximum(jnp.sum(w), 1.0)}
+
+
+def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, kl_w,
+                    train: bool = True):
+    """-> (total loss, (metrics, new batch_stats)). variables: {"params", "batch_stats"}."""
+    config = net.config
+    spec = stage_spec(stage_index)
+    weights = loss_weights(config, stage_index, kl_w)
+    mel, mel_mask = batch["mel"], batch["mel_mask"]
+    metrics, terms = {}, {}
+    new_stats = variables.get("batch_stats", {})
+    if spec.forward == "acoustic":
+        _, mel_hat = net.apply(variables, mel, method=TrainNet.acoustic)
+        terms["mel"], m = losses.mel_loss(mel_hat, mel, mel_mask)
+    else:
+        res, mutated = net.apply(variables, batch, train=train, with_mel="mel" in weights,
+                                 method=TrainNet.full, rngs=rngs, mutable=["batch_stats"])
+        new_stats = mutated.get("batch_stats", new_stats)
+        terms, m = _full_terms(config, res, batch, rngs["contrastive"], weights)
+    metrics.update(m)
+    total = jnp.zeros((), jnp.float32)
+    for term, w in weights.items():
+        metrics[f"loss/{term}"] = terms[term]
+        metrics[f"weighted/{term}"] = w * terms[term]
+        total = total + w * terms[term]
+    metrics["loss/total"] = total
+    metrics["kl_weight"] = jnp.asarray(kl_w, jnp.float32)
+    return total, (metrics, new_stats)
+
+
+def _full_terms(config: ExperimentConfig, res, batch, key, weights):
+    """All stage-2/3 loss terms from the `TrainNet.full` results."""
+    out, lc = res["out"], config.loss
+    tmask = token_mask(batch["mel_mask"], config.codec.hop)
+    terms, metrics = {}, {}
+    terms["acoustic"], _ = losses.acoustic_loss(out.connector_out, out.acoustic, tmask)
+    cmask = tmask * res["valid"]
+    phone_ids = jnp.take_along_axis(batch["phones"], res["pos"], axis=1)
+    terms["contrastive"], m = losses.contrastive_loss(
+        res["u"], res["v"], cmask, res["scale"], phone_ids=phone_ids,
+        mask_same_phone=lc.mask_same_phone_negatives, max_frames=lc.max_contrastive_frames, key=key)
+    metrics.update({f"contrastive/{k}": v for k, v in m.items() if k != "contrastive"})
+    per_item = lc.kl_hinge == "per_item"
+    terms["kl_semantic"], m = losses.kl_hinge_loss(out.semantic_mu, out.semantic_logvar, tmask,
+                                                   lc.kl_margin_semantic, per_item)
+    metrics.update({f"kl_semantic/{k}": v for k, v in m.items()})
+    umask = jnp.ones(out.g_mu.shape[:1], jnp.float32)
+    terms["kl_paralinguistic"], m = losses.kl_hinge_loss(out.g_mu, out.g_logvar, umask,
+                                                         lc.kl_margin_paralinguistic, per_item)
+    metrics.update({f"kl_paralinguistic/{k}": v for k, v in m.items()})
+    if "mel" in weights:
+        terms["mel"], _ = losses.mel_loss(out.mel_from_acoustic, batch["mel"], batch["mel_mask"])
+        terms["mel_connector"], _ = losses.mel_loss(res["mel_connector"], batch["mel"],
+                                                    batch["mel_mask"])
+    metrics.update(_codebook_metrics(out, tmask, config.codec.codebook_size))
+    return terms, metrics
+
+
+def split_rngs(key):
+    """Named PRNG streams of one micro-step: VAE noise, dropout, contrastive subsampling."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {"sample": k1, "dropout": k2, "contrastive": k3}

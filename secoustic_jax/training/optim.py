@@ -1,0 +1,51 @@
+"""Per-stage optimiser: optax.multi_transform over the stage labels (training.md §4, §8).
+
+"train" leaves: clip_by_global_norm (trainable leaves only) -> AdamW (decay on matrices only)
+with warm-up + cosine that restarts at each stage. "frozen" leaves: set_to_zero, which keeps
+no state, so frozen parameters cost no optimiser memory.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.training.stages import FROZEN, TRAIN, param_labels, stage_spec
+
+NO_DECAY_NAMES = ("bias", "scale", "logit_scale", "alpha", "embedding")
+
+
+def lr_schedule(config: ExperimentConfig, index: int) -> optax.Schedule:
+    """Linear warm-up to lr * mult, cosine decay to end_lr * mult over the stage."""
+    o, s = config.optim, config.stages[index]
+    peak, end = o.lr * s.lr_multiplier, o.end_lr * s.lr_multiplier
+    warm = min(o.warmup_steps, max(s.steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warm, max(s.steps, warm + 1), end)
+
+
+def decay_mask(params):
+    """True for weight matrices (ndim >= 2, not embeddings); biases, norms, LayerScale, tau,
+    Snake alpha and embedding tables get no weight decay."""
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict(
+        {k: (jnp.ndim(v) >= 2 and k[-1] not in NO_DECAY_NAMES) for k, v in flat.items()})
+
+
+def make_optimizer(config: ExperimentConfig, index: int, params) -> optax.GradientTransformation:
+    """The stage optimiser; `params` (arrays or ShapeDtypeStructs) fixes the label tree."""
+    o = config.optim
+    chain = []
+    if o.clip_norm > 0:
+        chain.append(optax.clip_by_global_norm(o.clip_norm))
+    chain.append(optax.adamw(lr_schedule(config, index), b1=o.b1, b2=o.b2, eps=o.eps,
+                             weight_decay=o.weight_decay, mask=decay_mask))
+    labels = param_labels(params, stage_spec(index))
+    return optax.multi_transform({TRAIN: optax.chain(*chain), FROZEN: optax.set_to_zero()}, labels)
+
+
+def count_state_leaves(opt_state) -> int:
+    """Number of array elements held by an optimiser state (for the no-state-on-frozen check)."""
+    return sum(int(jnp.size(x)) for x in jax.tree.leaves(opt_state))

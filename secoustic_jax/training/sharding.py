@@ -1,0 +1,115 @@
+"""Mesh, logical-axis rules and shardings (maxtext / lm1b style, no pmap).
+
+Mesh axes ("data", "fsdp"), both AxisType.Auto (jax.make_mesh defaults to Explicit, which
+would make every op sharding-typed; environment.md §3). Activations: the batch axis is
+split over ("data", "fsdp"). Parameters: FSDP shards one axis of each large parameter over
+"fsdp" and replicates it over "data". Which axis is chosen by the logical names that every
+parameter carries (layers/common.py), in the priority order of PARAM_RULES; an axis whose
+size does not divide by the fsdp size is skipped (uneven shards are not allowed), and
+parameters smaller than `fsdp_min_size` elements stay replicated (not worth a gather).
+"""
+
+from __future__ import annotations
+
+import re
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax import traverse_util
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from secoustic_jax.config.train import MeshConfig
+
+DATA, FSDP = "data", "fsdp"
+BATCH_AXES = (DATA, FSDP)
+# Logical names that may carry the fsdp axis, highest priority first (the widest dims).
+PARAM_RULES = ("mlp", "qkv", "embed", "heads", "conv_out", "conv_in", "vocab", "gates", "hidden")
+# For modules that annotate activations with nn.with_logical_constraint.
+ACTIVATION_RULES = (("batch", BATCH_AXES), ("length", None), ("embed", None), ("mlp", None))
+
+
+def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
+    """(data, fsdp) mesh over all (global) devices; data = -1 fills the rest."""
+    devices = jax.devices() if devices is None else devices
+    n = len(devices)
+    data = n // cfg.fsdp if cfg.data == -1 else cfg.data
+    if data * cfg.fsdp != n:
+        raise ValueError(f"mesh data={data} x fsdp={cfg.fsdp} does not use the {n} devices")
+    arr = np.asarray(devices).reshape(data, cfg.fsdp)
+    return jax.sharding.Mesh(arr, BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def param_spec(shape, logical, fsdp_size: int, min_size: int) -> P:
+    """PartitionSpec of one parameter from its logical axis names (see module docstring)."""
+    if fsdp_size <= 1 or logical is None or int(np.prod(shape)) < min_size:
+        return P()
+    names = tuple(logical)
+    for rule in PARAM_RULES:
+        for i, name in enumerate(names):
+            if name == rule and shape[i] % fsdp_size == 0:
+                return P(*([None] * i + [FSDP] + [None] * (len(shape) - i - 1)))
+    return P()
+
+
+def param_specs(boxed_abstract, cfg: MeshConfig, fsdp_size: int):
+    """Boxed eval_shape tree (with LogicallyPartitioned leaves) -> unboxed tree of P."""
+    logical = nn.get_partition_spec(boxed_abstract)
+    shapes = nn.meta.unbox(boxed_abstract)
+    return jax.tree.map(lambda s, lg: param_spec(s.shape, lg, fsdp_size, cfg.fsdp_min_size),
+                        shapes, logical, is_leaf=lambda x: isinstance(x, P))
+
+
+def _path_str(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def tree_specs_like(tree, flat_specs: dict):
+    """Specs for any tree whose leaves end in a parameter path (optimiser moments): a leaf
+    whose trailing dict keys name a parameter with the same shape takes its spec."""
+    def spec(path, leaf):
+        keys = []
+        for k in reversed(path):
+            if not isinstance(k, jax.tree_util.DictKey):
+                break
+            keys.insert(0, str(k.key))
+        cand = flat_specs.get("/".join(keys))
+        if cand is not None and cand[0] == tuple(np.shape(leaf)):
+            return cand[1]
+        return P()
+
+    return jax.tree_util.tree_map_with_path(spec, tree)
+
+
+def flat_param_specs(abstract_params, specs) -> dict:
+    """{"codec/encoder/...": (shape, spec)} for `tree_specs_like`."""
+    fs = traverse_util.flatten_dict(specs, sep="/") \
+        if specs else {}
+    fp = traverse_util.flatten_dict(abstract_params, sep="/") if abstract_params else {}
+    return {k: (tuple(fp[k].shape), fs[k]) for k in fp}
+
+
+def to_shardings(mesh, specs):
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    """Leading (batch) axis over data x fsdp, the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def global_batch(mesh, local_batch: dict) -> dict:
+    """Host-local numpy batch -> global jax.Arrays sharded over the batch axes.
+
+    Each process passes its own slice (global batch / process_count rows); with one process
+    this is a sharded device_put.
+    """
+    sh = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sh, np.asarray(v))
+            for k, v in local_batch.items()}
+
+
+def describe(specs) -> dict[str, str]:
+    """'path' -> 'P(...)' for docs and tests."""
+    flat = traverse_util.flatten_dict(specs, sep="/")
+    return {k: re.sub(r"PartitionSpec", "P", str(v)) for k, v in flat.items()}

@@ -1,0 +1,39 @@
+"""Train SecoustiCodec: every enabled stage, resuming from the workdir's latest checkpoint.
+
+    python train.py --config configs/tiny.py --workdir runs/tiny [--set optim.lr=3e-4 ...]
+
+SIGTERM (preemption) writes a checkpoint and exits; rerun the same command to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/<preset>.py defining get_config()")
+    p.add_argument("--workdir", required=True, help="checkpoints, tensorboard logs, history")
+    p.add_argument("--set", action="append", default=[], metavar="a.b=value",
+                   help="dotted override, repeatable (e.g. --set optim.lr=3e-4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this global step without saving (debugging)")
+    args = p.parse_args(argv)
+
+    from secoustic_jax.config.train import load_experiment
+    from secoustic_jax.training.loop import train
+
+    config = load_experiment(args.config, args.set)
+    summary = train(config, args.workdir, progress=not args.no_progress, max_steps=args.max_steps)
+    print(json.dumps(summary, indent=1, default=float))
+    if summary.get("preempted"):
+        print(f"preempted: checkpoint at step {summary['last_checkpoint']} written; rerun the "
+              "same command to resume", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
