@@ -24,6 +24,7 @@ multiple of 4 and N is not a multiple of 256 (pad). `fit_length` trims or zero-p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -144,12 +145,8 @@ class Vocoder:
         self.config, self.variables, self.name = config, variables, name
         self.chunk_frames = chunk_frames
         if variables is not None:
-            self._model = HiFT(config)
             self._context = receptive_field_frames(config)
-            self._f0_fn = jax.jit(lambda v, m: self._model.apply(v, m, method="predict_f0"))
-            self._synth = jax.jit(self._synth_impl, static_argnames="deterministic")
-            self._offsets = jax.jit(lambda f0: dsp.frame_offsets(
-                dsp.phase_increments(f0, config), config.hop_length))
+            self._f0_fn, self._synth, self._offsets = _compiled(config)
 
     @property
     def is_fallback(self) -> bool:
@@ -228,17 +225,6 @@ class Vocoder:
                                deterministic)
         return wav[0] if was_2d else wav
 
-    def _synth_impl(self, variables, mel, f0, start, key, sample_start, *, deterministic):
-        """One window: mel [B, W, 80], f0 [B, W], start (hi, lo) [B, 9] -> wav [B, 256 W]."""
-        b, w = f0.shape
-        phi = noise = None
-        if not deterministic:
-            k_phi, k_noise = jax.random.split(key)
-            phi = dsp.random_phases(k_phi, b, self.config.num_sines)
-            noise = dsp.block_noise(k_noise, b, sample_start, w * HOP, self.config.num_sines)
-        s = self._model.apply(variables, f0, start, phi, noise, method="excitation")
-        return self._model.apply(variables, mel, s, method="decode")
-
     def _vocode(self, mel: np.ndarray, key, deterministic: bool) -> np.ndarray:
         """Windowed HiFT over mel [B, T, 80] (one window when T <= chunk_frames + 2 ctx)."""
         b, t, _ = mel.shape
@@ -253,9 +239,34 @@ class Vocoder:
             sl = slice(start, start + width)
             part = self._synth(self.variables, jnp.asarray(mel[:, sl]), jnp.asarray(f0[:, sl]),
                                (jnp.asarray(o_hi[:, start]), jnp.asarray(o_lo[:, start])), key,
-                               jnp.int32(start * HOP), deterministic=deterministic)
+                               jnp.int32(start * HOP), jnp.float32(0.0 if deterministic else 1.0))
             wav[:, lo * HOP:hi * HOP] = np.asarray(part)[:, (lo - start) * HOP:(hi - start) * HOP]
         return wav
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(cfg: HiFTConfig):
+    """Jitted (predict_f0, synth, offsets) shared by every Vocoder of one config, so that a
+    reloaded or re-chunked vocoder reuses compilations of equal shapes."""
+    model = HiFT(cfg)
+
+    def synth(variables, mel, f0, start, key, sample_start, randomness):
+        """One window: mel [B, W, 80], f0 [B, W], start (hi, lo) [B, 9] -> wav [B, 256 W].
+
+        randomness is 1.0 or 0.0 (deterministic); multiplying by an exact 0 gives the
+        deterministic source bit for bit, with one compilation for both modes."""
+        b, w = f0.shape
+        k_phi, k_noise = jax.random.split(key)
+        phi = randomness * dsp.random_phases(k_phi, b, cfg.num_sines)
+        noise = randomness * dsp.block_noise(k_noise, b, sample_start, w * HOP, cfg.num_sines)
+        s = model.apply(variables, f0, start, phi, noise, method="excitation")
+        return model.apply(variables, mel, s, method="decode")
+
+    def offsets(f0):
+        return dsp.frame_offsets(dsp.phase_increments(f0, cfg), cfg.hop_length)
+
+    return (jax.jit(lambda v, m: model.apply(v, m, method="predict_f0")), jax.jit(synth),
+            jax.jit(offsets))
 
 
 def griffin_lim(mel: np.ndarray, seed: int = 0, n_iter: int = GL_ITERS) -> np.ndarray:
@@ -269,7 +280,7 @@ def griffin_lim(mel: np.ndarray, seed: int = 0, n_iter: int = GL_ITERS) -> np.nd
     import librosa
 
     t = mel.shape[0]
-    m = np.exp(mel.astype(np.float64)).T
+    m = np.exp(mel.astype(np.float32)).T  # float32 as in the recipe (NNLS is 5x faster than f64)
     mag = librosa.feature.inverse.mel_to_stft(m, sr=22050, n_fft=1024, power=1.0,
                                               fmin=0.0, fmax=8000.0)
     y = librosa.griffinlim(mag, n_iter=n_iter, hop_length=256, win_length=1024, n_fft=1024,

@@ -136,9 +136,10 @@ def block_noise(key: jax.Array, batch: int, start, length: int, channels: int) -
     nblocks = length // NOISE_BLOCK + 2
     first = start // NOISE_BLOCK
     ids = first + jnp.arange(nblocks)
-    draw = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i),
-                                                (batch, NOISE_BLOCK, channels)))
-    z = jnp.moveaxis(draw(ids), 0, 1).reshape(batch, nblocks * NOISE_BLOCK, channels)
+    # lax.map, not vmap: a batched threefry takes ~5x longer to compile on CPU.
+    z = jax.lax.map(lambda i: jax.random.normal(jax.random.fold_in(key, i),
+                                                (batch, NOISE_BLOCK, channels)), ids)
+    z = jnp.moveaxis(z, 0, 1).reshape(batch, nblocks * NOISE_BLOCK, channels)
     return jax.lax.dynamic_slice_in_dim(z, start - first * NOISE_BLOCK, length, axis=1)
 
 
