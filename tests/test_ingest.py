@@ -9,8 +9,7 @@ from _data_helpers import write_tone
 from secoustic_jax.data import align, manifest, report as R
 from secoustic_jax.data.commands import main as cli
 from secoustic_jax.data.ingest import (IngestOptions, aishell3_items, ingest_items,
-                                       libritts_items, read_aishell_content, textgrid_items,
-                                       write_ingest)
+                                       libritts_items, read_aishell_content, write_ingest)
 from secoustic_jax.data.phones import SIL, SPN, PhoneInventory
 from secoustic_jax.data.textgrid import guess_phone_set, read_intervals, to_durations
 

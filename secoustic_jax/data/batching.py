@@ -30,7 +30,7 @@ def batch_sharding(mesh, batch_axes: tuple[str, ...]):
 
 
 class BatchIterator:
-    """Iterator of dict batches with `get_state()` / `set_state()` and `stats()`.
+    """Iterator of dict batches with `get_state()` (bytes) / `set_state()` and `stats()`.
 
     Args:
       make_grain_iter: zero-arg callable returning a fresh grain DatasetIterator.
@@ -45,7 +45,7 @@ class BatchIterator:
     def __init__(self, make_grain_iter, local_batch: int, *, sharding=None, global_batch=None,
                  manifest_report: R.SkipReport | None = None, pad_final: bool = False,
                  template: dict | None = None, speakers: list[str] | None = None,
-                 num_examples: int | None = None):
+                 num_examples: int | None = None, inventory=None):
         self._make = make_grain_iter
         self._it = make_grain_iter()
         self.local_batch = local_batch
@@ -57,6 +57,8 @@ class BatchIterator:
         self.template = template
         self.speakers = list(speakers or [])
         self.num_examples = num_examples  # this process's shard size (one epoch)
+        self.inventory = inventory  # PhoneInventory (its size fixes the phoneme embedding)
+        self.inventory_labels = tuple(inventory.labels) if inventory is not None else ()
         self.batches = 0
         self._done = False
 
@@ -109,14 +111,20 @@ class BatchIterator:
         return {k: jax.make_array_from_process_local_data(
             self.sharding, v, (self.global_batch,) + v.shape[1:]) for k, v in batch.items()}
 
-    def get_state(self) -> dict:
+    def get_state_dict(self) -> dict:
         """JSON-able state: grain iterator state + counters (take it between batches)."""
         return {"grain": copy.deepcopy(self._it.get_state()), "batches": self.batches,
                 "done": self._done, "load_counts": dict(self.load_report.counts),
                 "load_kept": self.load_report.kept}
 
-    def set_state(self, state: dict) -> None:
-        """Restores a state from `get_state` (possibly after a JSON round trip)."""
+    def get_state(self) -> bytes:
+        """The state as UTF-8 JSON bytes (what checkpoints store; grain's convention)."""
+        return json.dumps(self.get_state_dict(), sort_keys=True).encode()
+
+    def set_state(self, state) -> None:
+        """Restores a state from `get_state` (bytes/str) or `get_state_dict` (dict)."""
+        if isinstance(state, (bytes, bytearray, memoryview, str)):
+            state = json.loads(bytes(state).decode() if not isinstance(state, str) else state)
         self._it = self._make()
         self._it.set_state(copy.deepcopy(state["grain"]))
         self.batches = int(state["batches"])
@@ -124,12 +132,6 @@ class BatchIterator:
         self.load_report = R.SkipReport("load")
         self.load_report.counts.update(state.get("load_counts", {}))
         self.load_report.kept = int(state.get("load_kept", 0))
-
-    def get_state_bytes(self) -> bytes:
-        return json.dumps(self.get_state(), sort_keys=True).encode()
-
-    def set_state_bytes(self, blob: bytes) -> None:
-        self.set_state(json.loads(blob.decode()))
 
     def stats(self) -> dict:
         """Counts for training logs: kept / skipped by kind, manifest- and load-time."""

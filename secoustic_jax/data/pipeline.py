@@ -5,7 +5,7 @@
                              process_count=jax.process_count(), global_batch_size=32,
                              mesh=mesh)
     batch = next(it)          # dict of [B, ...] arrays (global jax.Arrays with a mesh)
-    state = it.get_state()    # JSON-able; it.set_state(state) resumes exactly
+    state = it.get_state()    # bytes (JSON); it.set_state(state) resumes exactly
     it.stats()                # skipped items by kind (manifest and load time)
 
 Stages: records (validated, filtered on manifest facts) -> this process's shard
@@ -90,7 +90,7 @@ class EntrySource:
 def load_example(entry: Entry | None, cfg: PipelineConfig, rng) -> dict:
     """Entry -> example dict, or {SKIP: (id, kind, reason)}; never raises for bad data."""
     from secoustic_jax.audio.io import AudioError
-    from secoustic_jax.data.crops import CropError, make_example
+    from secoustic_jax.data.crops import make_example
     from secoustic_jax.data.features import utterance_mel
 
     if entry is None:  # padding item of an eval shard
@@ -200,7 +200,7 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
                          sharding=_resolve_sharding(mesh, sharding, cfg),
                          global_batch=global_batch_size, manifest_report=rep,
-                         speakers=speakers, num_examples=len(shard))
+                         speakers=speakers, num_examples=len(shard), inventory=inventory)
 
 
 def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig = None,
@@ -229,7 +229,8 @@ def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineC
     return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
                          sharding=_resolve_sharding(mesh, sharding, cfg),
                          global_batch=global_batch_size, manifest_report=rep, pad_final=True,
-                         template=template, speakers=speakers, num_examples=per_host)
+                         template=template, speakers=speakers, num_examples=per_host,
+                         inventory=inventory)
 
 
 def _template(cfg: PipelineConfig) -> dict:
@@ -244,3 +245,21 @@ def _template(cfg: PipelineConfig) -> dict:
                       pad_short=True, rng=None)
     ex.update(speaker=np.int32(0), utt_index=np.int32(-1), valid=np.int32(0))
     return ex
+
+
+def make_iterator(root, split: str, cfg: PipelineConfig = None, *, batch_size: int,
+                  shard_index: int = 0, shard_count: int = 1, seed: int = 0):
+    """Corpus-folder convenience: `<root>/<split>.jsonl` with `<root>/phones.json`.
+
+    `batch_size` is the per-process batch (host-local numpy batches, no mesh). Splits whose
+    name starts with "train" give the training iterator; others the deterministic eval one.
+    """
+    root = pathlib.Path(root)
+    inv = PhoneInventory.load(root)
+    paths = [root / f"{split}.jsonl"]
+    if split.startswith("train"):
+        return make_train_iterator(paths, inv, cfg, seed=seed, process_index=shard_index,
+                                   process_count=shard_count,
+                                   global_batch_size=batch_size * shard_count)
+    return make_eval_iterator(paths, inv, cfg, process_index=shard_index,
+                              process_count=shard_count, global_batch_size=batch_size * shard_count)
