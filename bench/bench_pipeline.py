@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from secoustic_jax.data.corpus import build_corpus
     from secoustic_jax.data.phones import PhoneInventory
 
-    tmp = tempfile.TemporaryDirectory()
+    tmp = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)  # prefetch threads may still write
     root = pathlib.Path(args.corpus) if args.corpus else pathlib.Path(tmp.name) / "tiny"
     if not args.corpus:
         build_corpus(root, CorpusConfig(size="tiny", workers=1), log=lambda *a: None)
