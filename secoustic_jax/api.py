@@ -111,24 +111,32 @@ def _init_inputs(cfg: CodecConfig):
     return mel, prompt, jnp.full((1,), 4, jnp.int32)
 
 
-def init_variables(cfg: CodecConfig, seed: int = 0) -> dict:
-    """Unboxed {"params", "batch_stats"} of a freshly initialised SecoustiCodec(cfg)."""
+@functools.lru_cache(maxsize=8)
+def _init_fn(cfg: CodecConfig):
+    """One jitted init per config (compiling the whole network dominates init time)."""
     import flax.linen as nn
 
     from secoustic_jax.model.codec import SecoustiCodec
 
     module = SecoustiCodec(cfg)
-    init = jax.jit(lambda key: module.init(key, *_init_inputs(cfg), train=False))
-    return nn.meta.unbox(init(jax.random.PRNGKey(seed)))
+    return jax.jit(lambda key: nn.meta.unbox(module.init(key, *_init_inputs(cfg), train=False)))
 
 
-def check_structure(module, variables, what: str = "codec") -> None:
+def init_variables(cfg: CodecConfig, seed: int = 0) -> dict:
+    """Unboxed {"params", "batch_stats"} of a freshly initialised SecoustiCodec(cfg)."""
+    return _init_fn(cfg)(jax.random.PRNGKey(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def expected_leaves(cfg: CodecConfig) -> dict:
+    """{Flax path: (shape, dtype)} of SecoustiCodec(cfg)'s variables (shape evaluation only)."""
+    shapes = jax.eval_shape(_init_fn(cfg), jax.random.PRNGKey(0))
+    return {p: (tuple(v.shape), np.dtype(v.dtype)) for p, v in flatten(shapes).items()}
+
+
+def check_structure(cfg: CodecConfig, variables, what: str = "codec") -> None:
     """Refuses variables whose leaves differ from the module's (paths, shapes, dtypes)."""
-    import flax.linen as nn
-
-    shapes = jax.eval_shape(lambda: nn.meta.unbox(module.init(
-        jax.random.PRNGKey(0), *_init_inputs(module.config), train=False)))
-    want = {p: (tuple(v.shape), np.dtype(v.dtype)) for p, v in flatten(shapes).items()}
+    want = expected_leaves(cfg)
     have = {p: (tuple(np.shape(v)), np.dtype(getattr(v, "dtype", np.float32)))
             for p, v in flatten(dict(variables)).items()}
     problems = [f"  missing:    {'/'.join(p)}" for p in want if p not in have]
@@ -139,6 +147,16 @@ def check_structure(module, variables, what: str = "codec") -> None:
         raise CheckpointError(f"{what}: variables do not fit the model:\n" + "\n".join(problems))
 
 
+@functools.lru_cache(maxsize=64)
+def _entry_point(cfg: CodecConfig, method: str):
+    """jax.jit of one SecoustiCodec method, shared by every Codec of this config; jit keeps
+    one executable per input shape."""
+    from secoustic_jax.model.codec import SecoustiCodec
+
+    module = SecoustiCodec(cfg)
+    return jax.jit(lambda variables, *args: module.apply(variables, *args, method=method))
+
+
 class Codec:
     """A SecoustiCodec with its weights; every method takes and returns numpy arrays."""
 
@@ -147,10 +165,9 @@ class Codec:
 
         self.config = config
         self.module = SecoustiCodec(config)
-        check_structure(self.module, variables, what=f"codec ({config.variant})")
+        check_structure(config, variables, what=f"codec ({config.variant})")
         self.variables = jax.tree_util.tree_map(jnp.asarray, {
             c: variables[c] for c in ("params", "batch_stats") if c in variables})
-        self._jit = {}
 
     # ---- construction / persistence --------------------------------------------------
     @classmethod
@@ -185,14 +202,7 @@ class Codec:
 
     # ---- jitted entry points -------------------------------------------------------------
     def _fn(self, method: str):
-        if method not in self._jit:
-            module = self.module
-
-            def run(variables, *args):
-                return module.apply(variables, *args, method=method)
-
-            self._jit[method] = jax.jit(run)
-        return functools.partial(self._jit[method], self.variables)
+        return functools.partial(_entry_point(self.config, method), self.variables)
 
     def mel(self, wav, sample_rate: int) -> np.ndarray:
         """wav [N] or [B, N] at `sample_rate` -> log-mel [T, 80] / [B, T, 80] (T = N // 256).

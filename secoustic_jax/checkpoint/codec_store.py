@@ -46,7 +46,7 @@ def save(directory, cfg: CodecConfig, variables: Mapping) -> pathlib.Path:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
                                         dir=target.parent))
     try:
-        flat = {"/".join(p): np.ascontiguousarray(np.asarray(v))
+        flat = {"/".join(p): np.array(v, order="C")  # keeps 0-d scalars 0-d
                 for p, v in flatten(dict(variables)).items()}
         save_file(flat, str(tmp / VARIABLES_FILE))
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": to_dict(cfg)}
