@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from secoustic_jax.checkpoint import codec_store
-from secoustic_jax.checkpoint.convert import codec_state_dict, export_codec, import_codec
+from secoustic_jax.checkpoint.convert import (codec_state_dict, export_codec, import_codec,
+                                              import_codec_state_dict, resolve_config)
 from secoustic_jax.checkpoint.table import CheckpointError, flatten
 from secoustic_jax.config.model import CodecConfig
 
@@ -176,6 +177,13 @@ class Codec:
         """Strict import of an official `.pt` / `.safetensors` checkpoint (variant detected)."""
         cfg, variables, _ = import_codec(path, variant=variant, config=config, trusted=trusted)
         return cls(cfg, variables)
+
+    @classmethod
+    def from_state_dict(cls, state_dict, variant: str | None = None,
+                        config: CodecConfig | None = None) -> "Codec":
+        """Strict import of an in-memory official state dict (numpy arrays)."""
+        cfg = resolve_config(state_dict, variant, config)
+        return cls(cfg, import_codec_state_dict(state_dict, cfg))
 
     @classmethod
     def init(cls, config: CodecConfig, seed: int = 0) -> "Codec":

@@ -1,0 +1,227 @@
+"""`secoustic` codec sub-commands: import-torch, export-torch, encode, decode, roundtrip.
+
+Every problem with an input (wrong-variant or corrupt checkpoint, missing or mis-shaped
+key, unreadable / empty / NaN audio, wrong .npz format or variant) raises a ValueError
+subclass whose message names it; `secoustic_jax.cli` prints it and exits with code 2.
+
+export-torch reads its source through `EXPORT_SOURCES`: "module:function" names tried in
+order, each `fn(path) -> (CodecConfig, variables) | None` (None: not my format). A module
+that is not part of the tree is skipped, so the training code can add its checkpoint
+reader without touching this file's logic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+
+import numpy as np
+
+NPZ_FORMAT_VERSION = 1
+EXPORT_SOURCES = (
+    "secoustic_jax.commands.codec:codec_dir_source",  # a Codec.save directory
+    "secoustic_jax.training.export:codec_variables_from_checkpoint",  # training checkpoints
+)
+
+
+def codec_dir_source(path):
+    """A `Codec.save` directory -> (config, variables), else None."""
+    from secoustic_jax.checkpoint import codec_store
+
+    if not codec_store.is_codec_dir(path):
+        return None
+    return codec_store.load(path)
+
+
+def load_for_export(path):
+    """(config, variables) from the first EXPORT_SOURCES reader that recognises `path`."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    for spec in EXPORT_SOURCES:
+        module_name, fn_name = spec.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and module_name.startswith(e.name):
+                continue  # this reader is not part of the installed tree
+            raise
+        found = getattr(module, fn_name)(path)
+        if found is not None:
+            return found
+    raise ValueError(f"{path}: not a codec directory or a known training checkpoint")
+
+
+def _codec(ckpt):
+    from secoustic_jax.api import Codec
+
+    return Codec.load(ckpt)
+
+
+def _vocoder(spec: str):
+    try:
+        from secoustic_jax.vocoder import load_vocoder
+    except ModuleNotFoundError as e:
+        raise ValueError("wav output needs secoustic_jax.vocoder, which is not part of this "
+                         "tree; write the mel with --out X.npy instead") from e
+    return load_vocoder(spec)
+
+
+def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
+    """Trims or zero-pads a 1-D waveform to n samples (model.md §11 waveform API)."""
+    return wav[:n] if wav.shape[0] >= n else np.pad(wav, (0, n - wav.shape[0]))
+
+
+def _encode_file(codec, wav_path, prompt_path=None) -> dict:
+    """wav file -> the .npz payload: tokens [T'] int32, paralinguistic [d], lengths, variant."""
+    from secoustic_jax.audio.io import load_audio
+
+    sr = codec.config.mel.sample_rate
+    wav, source_sr = load_audio(wav_path, sr)
+    mel = codec.mel(wav, sr)
+    enc = codec.encode_mel(mel)
+    prompt_mel = mel if prompt_path is None else codec.mel(load_audio(prompt_path, sr)[0], sr)
+    g = codec.prompt_embedding(prompt_mel)
+    return {"format_version": np.int64(NPZ_FORMAT_VERSION), "variant": np.str_(codec.config.variant),
+            "tokens": enc.tokens.astype(np.int32), "paralinguistic": g.astype(np.float32),
+            "num_frames": np.int64(mel.shape[0]), "num_samples": np.int64(wav.shape[0]),
+            "sample_rate": np.int64(sr), "source_sample_rate": np.int64(source_sr)}
+
+
+def read_tokens_npz(path, variant: str) -> dict:
+    """Loads and validates an `encode` .npz for a checkpoint of `variant`."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable .npz ({type(e).__name__}: {e})") from e
+    need = ("format_version", "variant", "tokens", "paralinguistic", "num_frames", "num_samples")
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a secoustic token file (missing {missing})")
+    if int(data["format_version"]) != NPZ_FORMAT_VERSION:
+        raise ValueError(f"{path}: token file format version {int(data['format_version'])}, "
+                         f"this code reads version {NPZ_FORMAT_VERSION}")
+    if str(data["variant"]) != variant:
+        raise ValueError(f"{path}: tokens are for the {data['variant']} variant, but the "
+                         f"checkpoint is {variant}")
+    if data["tokens"].ndim != 1 or data["tokens"].dtype != np.int32:
+        raise ValueError(f"{path}: tokens must be int32 [T'], got {data['tokens'].dtype} "
+                         f"{list(data['tokens'].shape)}")
+    return data
+
+
+def _decode_payload(codec, data: dict, out: pathlib.Path, vocoder: str, official_length: bool):
+    """Decodes tokens to mel (.npy) or to a waveform (.wav) trimmed/padded to the input."""
+    mel = codec.decode_tokens(data["tokens"], data["paralinguistic"])  # [hop*T', 80]
+    if out.suffix == ".npy":
+        if not official_length:
+            mel = mel[: int(data["num_frames"])]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, mel.astype(np.float32))
+        return out
+    if out.suffix != ".wav":
+        raise ValueError(f"{out}: output must end in .npy (mel) or .wav (waveform)")
+    from secoustic_jax.audio.io import save_wav
+
+    wav = np.asarray(_vocoder(vocoder)(mel[None].astype(np.float32)))[0]
+    if not official_length:
+        wav = _fit_length(wav, int(data["num_samples"]))
+    return save_wav(out, wav, int(data.get("sample_rate", codec.config.mel.sample_rate)))
+
+
+# ---- command functions -------------------------------------------------------------------
+
+def cmd_import_torch(args) -> int:
+    from secoustic_jax.api import Codec
+    from secoustic_jax.checkpoint.convert import detect_variant
+    from secoustic_jax.checkpoint.torch_io import load_state_dict
+    from secoustic_jax.config.model import codec_preset
+
+    sd, _ = load_state_dict(args.input, trusted=args.trusted)
+    config = None
+    if args.set:  # a non-preset network, e.g. the golden official-tiny configuration
+        config = codec_preset(args.variant or detect_variant(sd, str(args.input)), args.set)
+    codec = Codec.from_state_dict(sd, variant=args.variant, config=config)
+    codec.save(args.out)
+    print(f"imported {args.input} as {codec.config.variant} -> {args.out}")
+    return 0
+
+
+def cmd_export_torch(args) -> int:
+    from secoustic_jax.checkpoint.convert import export_codec
+
+    cfg, variables = load_for_export(args.input)
+    path = export_codec(variables, cfg, args.out)
+    print(f"exported {args.input} ({cfg.variant}) -> {path}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    codec = _codec(args.ckpt)
+    payload = _encode_file(codec, args.input, args.prompt)
+    out = pathlib.Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"{out}: output must end in .npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **payload)
+    print(f"{args.input}: {payload['tokens'].shape[0]} tokens ({codec.config.variant}) -> {out}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    codec = _codec(args.ckpt)
+    data = read_tokens_npz(args.input, codec.config.variant)
+    out = _decode_payload(codec, data, pathlib.Path(args.out), args.vocoder, args.official_length)
+    print(f"{args.input} -> {out}")
+    return 0
+
+
+def cmd_roundtrip(args) -> int:
+    codec = _codec(args.ckpt)
+    out = pathlib.Path(args.out)
+    if out.suffix != ".wav":
+        raise ValueError(f"{out}: roundtrip writes a .wav")
+    data = _encode_file(codec, args.input, args.prompt)
+    _decode_payload(codec, data, out, args.vocoder, args.official_length)
+    print(f"{args.input} -> {data['tokens'].shape[0]} tokens -> {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Adds the codec sub-commands to the `secoustic` parser."""
+    p = subparsers.add_parser("import-torch", help="official .pt/.safetensors -> codec directory")
+    p.add_argument("input", help="official checkpoint (.pt or .safetensors)")
+    p.add_argument("--out", required=True, help="codec directory to write")
+    p.add_argument("--variant", choices=["86hz", "21_5hz"], default=None,
+                   help="expected variant (default: detected from the resampling kernels)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override on top of the variant preset (repeatable), e.g. "
+                        "transformer.num_layers=1")
+    p.add_argument("--trusted", action="store_true",
+                   help="allow full unpickling of a .pt holding non-tensor objects")
+    p.set_defaults(func=cmd_import_torch)
+
+    p = subparsers.add_parser("export-torch", help="codec directory -> official .pt/.safetensors")
+    p.add_argument("input", help="a codec directory (Codec.save) or a training checkpoint")
+    p.add_argument("--out", required=True, help="OUT.pt or OUT.safetensors")
+    p.set_defaults(func=cmd_export_torch)
+
+    for name, fn, helptext in (("encode", cmd_encode, "wav -> tokens + paralinguistic (.npz)"),
+                               ("decode", cmd_decode, "tokens .npz -> mel .npy or .wav"),
+                               ("roundtrip", cmd_roundtrip, "wav -> tokens -> wav")):
+        p = subparsers.add_parser(name, help=helptext)
+        p.add_argument("input")
+        p.add_argument("--ckpt", required=True, help="codec directory (see import-torch)")
+        p.add_argument("--out", required=True)
+        if name != "decode":
+            p.add_argument("--prompt", default=None,
+                           help="prompt wav for the paralinguistic vector (default: the input)")
+        if name != "encode":
+            p.add_argument("--vocoder", default="griffin-lim",
+                           help="griffin-lim or a HiFT checkpoint path (for .wav output)")
+            p.add_argument("--official-length", action="store_true",
+                           help="keep the decoder's length instead of trimming to the input")
+        p.set_defaults(func=fn)
