@@ -195,8 +195,9 @@ class Vocoder:
         return d
 
     @classmethod
-    def load(cls, directory, **kw) -> "Vocoder":
-        """Reads a directory written by `save`."""
+    def load(cls, directory, *, trusted: bool = False, **kw) -> "Vocoder":
+        """Reads a directory written by `save` (safetensors only: `trusted` is unused)."""
+        del trusted
         d = pathlib.Path(directory)
         if not (d / "vocoder.json").is_file():
             raise CheckpointError(f"{d}: not a saved vocoder (no vocoder.json)")
@@ -213,8 +214,9 @@ class Vocoder:
     # ---- inference ------------------------------------------------------------------
     def __call__(self, mel, key: jax.Array | None = None, seed: int = 0,
                  deterministic: bool = False) -> np.ndarray:
-        """mel [T, 80] -> wav [256 T], or [B, T, 80] -> [B, 256 T], float32 in [-0.99, 0.99]
-        (HiFT). `key` (a jax PRNG key) overrides `seed`."""
+        """mel [T, 80] -> wav [256 T], or [B, T, 80] -> [B, 256 T], float32 (HiFT: within
+        +-0.99). `key` (a jax PRNG key) overrides `seed`. Griffin-Lim is deterministic for
+        a given seed, so `deterministic` changes nothing there."""
         mel, was_2d = check_mel(mel, 80 if self.config is None else self.config.in_channels)
         if self.is_fallback:
             if key is not None:

@@ -184,3 +184,11 @@ def test_full_size_hift_chunked_equals_whole():
     ref = whole(mel, seed=3)
     assert ref.shape == (2, 256 * 300)
     np.testing.assert_allclose(chunked(mel, seed=3), ref, rtol=0, atol=CHUNK_ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frames", [1, 2, 5])
+def test_very_short_inputs(tiny_path, mel, frames):
+    """One mel frame is enough: every padding (reflect 8, left reflection 1) still fits."""
+    out = load_vocoder(str(tiny_path))(mel[0, :frames], seed=0)
+    assert out.shape == (256 * frames,) and np.isfinite(out).all()
