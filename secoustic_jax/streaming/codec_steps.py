@@ -61,6 +61,18 @@ def _model(meta):
     return SecoustiCodec(meta.config)
 
 
+def _apply(meta, variables, *args, method):
+    """model.apply; with bfloat16 kernels (lowp.bf16_weights) Dense layers run as float32-
+    accumulating fused mat-vecs (lowp.bf16_matvec) instead of XLA:CPU's slow bf16 dot."""
+    model = _model(meta)
+    if any(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(variables)):
+        from secoustic_jax.streaming.lowp import bf16_matvec
+
+        with bf16_matvec():
+            return model.apply(variables, *args, method=method)
+    return model.apply(variables, *args, method=method)
+
+
 def _stack_step(stack, caches, x, context):
     """Runs a bound ProjectedTransformer's layers one chunk: x [B, c, d] -> (caches, y)."""
     new = []
@@ -104,7 +116,7 @@ def _encode_impl(variables, enc: EncoderState, mel, reset, flush: bool):
             _, out = m.fsq.quantize(m.fsq.project(mu))
         return st.replace(seanet=seanet, transformer=rings), out
 
-    return _model(meta).apply(variables, enc, mel, method=run)
+    return _apply(meta, variables, enc, mel, method=run)
 
 
 def _decode_impl(variables, dec: DecoderState, x, g, reset):
@@ -124,7 +136,7 @@ def _decode_impl(variables, dec: DecoderState, x, g, reset):
         return (st.replace(connector=connector, transformer=rings, seanet=seanet),
                 mel.astype(jnp.float32))
 
-    return _model(meta).apply(variables, dec, x, g, method=run)
+    return _apply(meta, variables, dec, x, g, method=run)
 
 
 @functools.cache

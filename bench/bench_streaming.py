@@ -1,0 +1,209 @@
+"""Streaming benchmark (issue 6): per-frame step latency and real-time concurrency.
+
+    .venv/bin/python bench/bench_streaming.py [--presets 86hz 21_5hz] [--steps 200]
+
+Full presets, random weights (fsq.project_in rescaled on speech so tokens are diverse,
+model.md §7), CPU. For each preset and weight dtype (float32; bfloat16 kernels in the four
+transformer stacks with float32 accumulation and float32 FSQ):
+- encode_step, decode_step and the fused step at batch 1, one token per call, timed over
+  `--steps` steps **after** 260 warm steps (the KV rings are full: beyond token 250);
+  median / p90 / p99 in ms and RTF = step / token period;
+- first-frame compute latency (evaluation.md §4.10): front end + encode + decode on a
+  fresh state, after warm-up on another state;
+- token change rate of bf16 vs float32 over the same speech;
+- float32 fused step at growing batch: the largest batch whose median step stays within
+  the token period (real time).
+Writes bench/results/streaming.json (with the machine description and load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GOLDEN_MEL = ROOT.parent / "shared/reference/golden/codec_tiny_21_5hz_io.npz"
+
+
+def _machine() -> dict:
+    import jax
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0], "jax": jax.__version__,
+            "devices": [str(d) for d in jax.devices()], "loadavg_start": os.getloadavg(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def _speech(frames: int) -> np.ndarray:
+    mel = np.load(GOLDEN_MEL)["mel_in"][0]
+    mel = np.concatenate([mel, mel[::-1]])
+    return mel[np.arange(frames) % len(mel)].astype(np.float32)
+
+
+def _random_variables(cfg, seed=0):
+    """Random weights by shape (no init compile): N(0, 1/fan_in) kernels, LN scale 1,
+    LayerScale 0.01 (its init), BatchNorm var 1. Then project_in standardised on speech."""
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+    from secoustic_jax.api import _init_inputs
+    from secoustic_jax.model.codec import SecoustiCodec
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(SecoustiCodec(cfg).init(
+        jax.random.PRNGKey(0), *_init_inputs(cfg), train=False)))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, s):
+        name = jax.tree_util.keystr(path)
+        if "layer_scale" in name:
+            return np.full(s.shape, 0.01, s.dtype)
+        if name.endswith("['scale']") or name.endswith("['var']"):
+            return np.ones(s.shape, s.dtype)
+        if s.dtype != np.float32 or len(s.shape) < 2:
+            return np.zeros(s.shape, s.dtype)
+        fan_in = int(np.prod(s.shape[:-1]))
+        return (rng.standard_normal(s.shape, np.float32) / np.sqrt(fan_in)).astype(np.float32)
+
+    v = jax.tree_util.tree_map_with_path(fill, shapes)
+    mel = _speech(256)[None]
+    u = np.asarray(jax.jit(lambda v, m: SecoustiCodec(cfg).apply(v, m, method="encode"))(
+        v, mel).projected).reshape(-1, 8)
+    scale = 0.818 / u.std(0)
+    pin = v["params"]["fsq"]["project_in"]
+    pin["kernel"] = pin["kernel"] * scale[None]
+    pin["bias"] = scale * (pin["bias"] - u.mean(0))
+    return jax.tree.map(jnp.asarray, {"params": v["params"]})
+
+
+def _stats(ts, period_ms) -> dict:
+    ms = np.asarray(ts) * 1e3
+    med = float(np.median(ms))
+    return {"median_ms": round(med, 3), "p90_ms": round(float(np.percentile(ms, 90)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "steps": len(ms),
+            "rtf": round(med / period_ms, 3)}
+
+
+def _run_steps(step, state, frames, warm, steps):
+    """Steps `warm` + `steps` tokens; returns (state, times of the last `steps`, outputs)."""
+    import jax
+    ts, outs = [], []
+    for i in range(warm + steps):
+        t0 = time.perf_counter()
+        state, out = step(state, frames[i % len(frames)])
+        jax.block_until_ready(out)
+        if i >= warm:
+            ts.append(time.perf_counter() - t0)
+        outs.append(out)
+    return state, ts, outs
+
+
+def _bench_dtype(cfg, v, warm, steps, frames, g):
+    """Batch-1 encode / decode / fused latencies for one weight set; returns (dict, tokens)."""
+    from secoustic_jax.streaming import codec_steps as cs
+    from secoustic_jax.streaming.server import fused_step
+    period = 1000.0 / cfg.token_rate
+    st = cs.init_state(v, cfg, 1)
+    st, t_enc, toks = _run_steps(lambda s, m: cs.encode_step(v, s, m), st, frames, warm, steps)
+    toks = [np.asarray(t) for t in toks]
+    st, t_dec, _ = _run_steps(lambda s, t: cs.decode_step(v, s, t, g), st, toks, warm, steps)
+    fused = lambda s, m: (lambda r: (r[0], r[1:]))(fused_step(v, s, m, g))  # noqa: E731
+    st = cs.init_state(v, cfg, 1)
+    st, t_fused, _ = _run_steps(fused, st, frames, warm, steps)
+    return {"encode_step": _stats(t_enc, period), "decode_step": _stats(t_dec, period),
+            "fused_step": _stats(t_fused, period)}, np.concatenate(toks, axis=1)[0]
+
+
+def _first_frame(cfg, v, g, repeats=20):
+    """Front end + encode + decode on a fresh state (warm executables), median ms."""
+    from secoustic_jax.streaming import codec_steps as cs
+    from secoustic_jax.streaming.frontend import StreamingMel
+    need = cfg.hop * cfg.mel.hop_length + cfg.mel.pad  # algorithmic latency in samples
+    wav = (0.1 * np.random.default_rng(0).standard_normal(need)).astype(np.float32)
+    ts = []
+    for _ in range(repeats + 2):
+        st = cs.init_state(v, cfg, 1)
+        fm = StreamingMel(cfg.mel, 1, cfg.hop)
+        t0 = time.perf_counter()
+        mel = fm.push(wav)
+        st, tok = cs.encode_step(v, st, mel)
+        st, out = cs.decode_step(v, st, tok, g)
+        np.asarray(out)
+        ts.append(time.perf_counter() - t0)
+    return {"first_frame_ms": round(float(np.median(ts[2:])) * 1e3, 3),
+            "algorithmic_ms": round(1000.0 * need / cfg.mel.sample_rate, 2)}
+
+
+def _max_realtime_batch(cfg, v, batches, steps=30):
+    """float32 fused step at batch B (ring cost does not depend on fill: fixed 250 slots)."""
+    from secoustic_jax.streaming import codec_steps as cs
+    from secoustic_jax.streaming.server import fused_step
+    period = 1000.0 / cfg.token_rate
+    rows, best = [], 0
+    for b in batches:
+        st = cs.init_state(v, cfg, b)
+        mel = [np.asarray(_speech(cfg.hop * 8)[None].repeat(b, 0))[:, i * cfg.hop:(i + 1) * cfg.hop]
+               for i in range(8)]
+        g = np.zeros((b, cfg.transformer.d_model), np.float32)
+        fused = lambda s, m: (lambda r: (r[0], r[1:]))(fused_step(v, s, m, g))  # noqa: E731
+        st, ts, _ = _run_steps(fused, st, mel, 5, steps)
+        row = {"batch": b, **_stats(ts, period)}
+        rows.append(row)
+        print(f"  batch {b}: {row}", flush=True)
+        if row["median_ms"] <= period:
+            best = b
+        else:
+            break
+    return {"max_realtime_batch": best, "sweep": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["86hz", "21_5hz"])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warm", type=int, default=260)
+    ap.add_argument("--batches-86hz", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--batches-21_5hz", type=int, nargs="+", default=[1, 8, 16, 24, 32, 48])
+    ap.add_argument("--out", default=str(ROOT / "bench/results/streaming.json"))
+    args = ap.parse_args(argv)
+    import jax
+    from secoustic_jax.config import codec_preset
+    from secoustic_jax.streaming.lowp import bf16_weights
+    result = {"machine": _machine(), "command": " ".join(["bench/bench_streaming.py"] + (argv or sys.argv[1:])),
+              "presets": {}}
+    for name in args.presets:
+        cfg = codec_preset(name)
+        print(f"== {name}", flush=True)
+        v32 = _random_variables(cfg)
+        frames = [jax.numpy.asarray(f[None]) for f in
+                  _speech(cfg.hop * (args.warm + args.steps)).reshape(-1, cfg.hop, 80)]
+        g = np.zeros((1, cfg.transformer.d_model), np.float32)
+        out = {"token_period_ms": round(1000.0 / cfg.token_rate, 3)}
+        for label, v in (("float32", v32), ("bfloat16_weights", bf16_weights(v32))):
+            res, toks = _bench_dtype(cfg, v, args.warm, args.steps, frames, g)
+            res.update(_first_frame(cfg, v, g))
+            out[label] = res
+            out.setdefault("_tokens", {})[label] = toks
+            print(f"  {label}: {res}", flush=True)
+        t32, t16 = out["_tokens"].pop("float32"), out["_tokens"].pop("bfloat16_weights")
+        del out["_tokens"]
+        out["bf16_token_change_rate"] = round(float(np.mean(t32 != t16)), 4)
+        out["distinct_tokens_f32"] = int(len(np.unique(t32)))
+        batches = getattr(args, "batches_" + name)
+        out["concurrency_float32"] = _max_realtime_batch(cfg, v32, batches)
+        result["presets"][name] = out
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
