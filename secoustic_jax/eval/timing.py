@@ -1,0 +1,157 @@
+"""Real-time factors (evaluation.md §4.9) and first-frame latency (§4.10).
+
+Every entry point is timed on a 10.0 s input (220 500 samples, 861 mel frames), batch 1,
+after one warm-up call with identical shapes (its time is reported as `compile_s`); the
+median, min and max of `repeats` (>= 5) runs are reported, outputs are materialised
+(`block_until_ready` / numpy conversion) inside the timed region. RTF = median / 10 s.
+Wall times are not reproducible (±30 % on shared 2-core machines), so they live in their
+own report section, outside the bit-stable metrics.
+
+First-frame compute latency: with a freshly initialised streaming state, the first
+streaming step computes exactly the offline graph restricted to the first hop block (the
+causal layers have no history yet), so it is timed as one jitted function: front end on
+the 640 (86 Hz) / 1408 (21.5 Hz) samples that must arrive first -> encode -> decode the
+first token with a precomputed G. The steady-state per-step time needs the streaming
+module's KV-ring state and is taken from `secoustic_jax.streaming` when present.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+SECONDS = 10.0
+SR = 22050
+N_SAMPLES = int(SECONDS * SR)  # 220 500
+
+
+def time_fn(fn: Callable[[], object], repeats: int = 5) -> dict:
+    """{compile_s (first call), median_s, min_s, max_s, runs} of fn() after one warm-up."""
+    import jax
+
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return {"compile_s": first, "median_s": statistics.median(times), "min_s": min(times),
+            "max_s": max(times), "runs": repeats}
+
+
+def ten_second_input(wavs=(), seed: int = 0) -> np.ndarray:
+    """[220500] float32: test-set speech tiled to 10 s, or seeded noise if none given."""
+    wavs = [np.asarray(w, np.float32) for w in wavs if len(w)]
+    if not wavs:
+        return (0.1 * np.random.default_rng(seed).standard_normal(N_SAMPLES)).astype(np.float32)
+    x = np.concatenate(wavs)
+    reps = -(-N_SAMPLES // x.shape[0])
+    return np.tile(x, reps)[:N_SAMPLES].copy()
+
+
+def measure_rtf(codec, vocoder, wav: np.ndarray, repeats: int = 5) -> dict:
+    """Per-stage timings on a 10 s waveform `wav [220500]` (batch 1) -> {stage: timing}."""
+    from secoustic_jax.audio.mel import log_mel
+
+    if wav.shape != (N_SAMPLES,):
+        raise ValueError(f"RTF input must be [{N_SAMPLES}] samples (10 s at 22.05 kHz), got {wav.shape}")
+    cfg = codec.config
+    batch = wav[None]
+    mel = np.asarray(log_mel(batch, cfg.mel))
+    enc = codec.encode_mel(mel)
+    g = codec.prompt_embedding(mel)
+    mel_tok = codec.decode_tokens(enc.tokens, g)
+    stages = {
+        "front_end": lambda: log_mel(batch, cfg.mel),
+        "encode_tokens": lambda: codec.encode_mel(mel).tokens,
+        "prompt_embedding": lambda: codec.prompt_embedding(mel),
+        "decode_tokens": lambda: codec.decode_tokens(enc.tokens, g),
+        "decode_acoustic": lambda: codec.decode_acoustic(enc.acoustic),
+        "vocoder": lambda: vocoder(mel_tok[0], seed=0),
+    }
+
+    def end_to_end():
+        m = np.asarray(log_mel(batch, cfg.mel))
+        e = codec.encode_mel(m)
+        out = codec.decode_tokens(e.tokens, codec.prompt_embedding(m))
+        return vocoder(out[0], seed=0)
+
+    stages["end_to_end_token"] = end_to_end
+    out = {}
+    for name, fn in stages.items():
+        t = time_fn(fn, repeats)
+        t["rtf"] = t["median_s"] / SECONDS
+        out[name] = t
+    return out
+
+
+def algorithmic_latency(cfg) -> dict:
+    """Audio that must arrive before the first token: hop blocks + the front end's
+    384-sample look-ahead (29.0 ms at 86 Hz, 63.9 ms at 21.5 Hz)."""
+    samples = cfg.samples_per_token + cfg.mel.pad
+    return {"samples": samples, "ms": 1000.0 * samples / cfg.mel.sample_rate}
+
+
+def first_frame(codec, g: np.ndarray, repeats: int = 20) -> dict:
+    """Compute latency of the first token + its hop mel frames, batch 1 (module doc)."""
+    import jax
+    import jax.numpy as jnp
+
+    from secoustic_jax.audio.mel import log_mel
+
+    cfg = codec.config
+    n = algorithmic_latency(cfg)["samples"]
+    module = codec.module
+
+    def step(variables, wav, g):
+        mel = log_mel(wav, cfg.mel)[:, : cfg.hop]  # [1, hop, 80]: the first hop block
+        enc = module.apply(variables, mel, method="encode")
+        return module.apply(variables, enc.tokens[:, :1], g, method="decode_tokens")
+
+    fn = jax.jit(step)
+    wav = jnp.asarray(0.1 * np.random.default_rng(0).standard_normal((1, n)), jnp.float32)
+    gg = jnp.asarray(np.asarray(g, np.float32).reshape(1, -1))
+    t = time_fn(lambda: fn(codec.variables, wav, gg), repeats)
+    period = 1000.0 * cfg.samples_per_token / cfg.mel.sample_rate
+    return {"first_frame_ms": 1000.0 * t["median_s"], "min_ms": 1000.0 * t["min_s"],
+            "max_ms": 1000.0 * t["max_s"], "runs": repeats, "token_period_ms": period,
+            "method": "jitted offline graph on the first hop block (equals a fresh streaming step)"}
+
+
+def streaming_steps(codec) -> dict:
+    """Steady-state streaming step time from `secoustic_jax.streaming`, if that module
+    provides `measure_step_latency(codec)`; otherwise says why it is missing."""
+    try:
+        from secoustic_jax import streaming  # noqa: F401
+        measure = getattr(streaming, "measure_step_latency")
+    except (ImportError, AttributeError):
+        return {"status": "not measured: secoustic_jax.streaming.measure_step_latency is not "
+                          "available in this tree"}
+    return dict(measure(codec), status="measured")
+
+
+def timing_section(codec, vocoder, wavs, g, repeats: int = 5) -> dict:
+    """The report's `timing` section: RTF per stage, latencies, device and threads."""
+    import os
+
+    import jax
+
+    wav = ten_second_input(wavs)
+    return {
+        "input": {"seconds": SECONDS, "samples": N_SAMPLES, "batch": 1, "repeats": repeats},
+        "device": str(jax.devices()[0]), "platform": jax.default_backend(),
+        "precision": str(jax.config.jax_default_matmul_precision or "default"),
+        "cpu_count": os.cpu_count(), "vocoder": vocoder.name,
+        "rtf": measure_rtf(codec, vocoder, wav, repeats),
+        "latency": {"algorithmic": algorithmic_latency(codec.config),
+                    "compute": first_frame(codec, g, max(repeats, 20)),
+                    "streaming": streaming_steps(codec)},
+        "note": "wall-clock times: not bit-reproducible (±30 % on shared 2-core machines)",
+    }
