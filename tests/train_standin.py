@@ -6,6 +6,7 @@ on the full codec; the smoke tests also run the real `SecoustiCodec` when it is 
 
 from __future__ import annotations
 
+import pathlib
 from types import SimpleNamespace
 
 import flax.linen as nn
@@ -13,6 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax.layers.common import EMBED, NORM
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _dense(n, axes=(EMBED, EMBED)):
@@ -109,3 +112,23 @@ class StandinCodec(nn.Module):
 
 def standin_factory(codec_cfg):
     return StandinCodec(codec_cfg)
+
+
+def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch: int = 4,
+                    frames: int = 32):
+    """configs/tiny.py on the synthetic source, shrunk for tests (dotted `overrides` last)."""
+    from secoustic_jax.config.train import load_experiment
+
+    root = REPO_ROOT
+    base = {"data.kind": "synthetic", "data.pipeline.max_phones": 16,
+            "codec_factory": "train_standin:standin_factory" if standin else "",
+            "phonemes.d_model": 32, "phonemes.num_layers": 1, "phonemes.conv_layers": 1,
+            "phonemes.dim_feedforward": 64, "loss.contrastive_dim": 32,
+            "optim.warmup_steps": 2, "log.every_steps": 1, "log.audio_examples": 0,
+            "log.eval_batches": 1, "checkpoint.every_steps": 2, "checkpoint.keep": 10,
+            "checkpoint.async_save": False}
+    for name, n in zip(("acoustic", "semantic"), steps):
+        base.update({f"stages.{name}.steps": n, f"stages.{name}.batch_size": batch,
+                     f"stages.{name}.segment_frames": frames, f"stages.{name}.enabled": n > 0})
+    base.update(overrides or {})
+    return load_experiment(root / "configs" / "tiny.py", base)

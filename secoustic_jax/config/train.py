@@ -62,7 +62,6 @@ class LossConfig:
     logit_scale_max: float = 100.0  # clamp on exp(tau)
     max_contrastive_frames: int = 8192
     mask_same_phone_negatives: bool = False
-    finetune_mel_from_connector: bool = True  # stage 3: also L_mel on D(A-hat)
 
     def validate(self) -> None:
         if self.kl_hinge not in ("per_item", "batch_mean"):

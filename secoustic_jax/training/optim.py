@@ -31,7 +31,8 @@ def decay_mask(params):
     Snake alpha and embedding tables get no weight decay."""
     flat = traverse_util.flatten_dict(params)
     return traverse_util.unflatten_dict(
-        {k: (jnp.ndim(v) >= 2 and k[-1] not in NO_DECAY_NAMES) for k, v in flat.items()})
+        {k: (len(getattr(v, "shape", ())) >= 2 and k[-1] not in NO_DECAY_NAMES)
+         for k, v in flat.items()})  # MaskedNode (other label) has no shape
 
 
 def make_optimizer(config: ExperimentConfig, index: int, params) -> optax.GradientTransformation:

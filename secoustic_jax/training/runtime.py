@@ -49,10 +49,12 @@ class ModelShapes:
 
 def model_shapes(net, mesh, config: ExperimentConfig) -> ModelShapes:
     batch = dummy_batch(config, 1, 4 * config.codec.hop)
-    boxed = jax.eval_shape(lambda k: net.init({"params": k, "sample": k, "dropout": k}, batch),
-                           jax.random.PRNGKey(0))
+    # The batch is an argument (traced), not a closed-over constant: host-side input checks
+    # in the model only run on concrete values.
+    boxed = jax.eval_shape(lambda k, b: net.init({"params": k, "sample": k, "dropout": k}, b),
+                           jax.random.PRNGKey(0), batch)
     specs = shd.param_specs(boxed["params"], config.mesh, mesh.shape[shd.FSDP])
-    abstract = nn.meta.unbox(boxed)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nn.meta.unbox(boxed))
     stats = abstract.get("batch_stats", {})
     repl = NamedSharding(mesh, P())
     return ModelShapes(abstract["params"], stats, specs, shd.to_shardings(mesh, specs),
@@ -63,11 +65,14 @@ def init_variables(net, mesh, config: ExperimentConfig, shapes: ModelShapes, key
     """Jitted init with out_shardings: (params, batch_stats) created sharded."""
     batch = dummy_batch(config, 1, 4 * config.codec.hop)
 
-    def init(k):
-        v = nn.meta.unbox(net.init({"params": k, "sample": k, "dropout": k}, batch))
+    def init(k, b):
+        v = nn.meta.unbox(net.init({"params": k, "sample": k, "dropout": k}, b))
+        # Strong dtypes: a weak-typed leaf (e.g. a statistic from jnp.full with a Python
+        # float) would come back strong from the first step and force a recompile.
+        v = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), v)
         return v["params"], v.get("batch_stats", {})
 
-    return jax.jit(init, out_shardings=(shapes.param_shardings, shapes.stats_shardings))(key)
+    return jax.jit(init, out_shardings=(shapes.param_shardings, shapes.stats_shardings))(key, batch)
 
 
 @dataclasses.dataclass

@@ -100,7 +100,7 @@ def make_train_step(net, tx: optax.GradientTransformation, labels, stats_labels,
         old_s, new_s = _flat(state.batch_stats), _flat(new_stats)
         new_stats = _unflat({k: (new_s[k] if slab[k] == TRAIN else v) for k, v in old_s.items()}) \
             if old_s else state.batch_stats
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(metrics["loss/total"]) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
         new_state = TrainState(
@@ -109,8 +109,8 @@ def make_train_step(net, tx: optax.GradientTransformation, labels, stats_labels,
             opt_state=keep(new_opt, state.opt_state), rng=rng,
             nan_skipped=state.nan_skipped + (~ok).astype(jnp.int32),
             nan_consecutive=jnp.where(ok, 0, state.nan_consecutive + 1))
-        metrics.update({"grad_norm": grad_norm, "param_norm": optax.global_norm(new_state.params),
-                        "update_norm": optax.global_norm(updates), "skipped": (~ok).astype(jnp.float32),
+        metrics.update({"grad_norm": grad_norm, "param_norm": optax.tree.norm(new_state.params),
+                        "update_norm": optax.tree.norm(updates), "skipped": (~ok).astype(jnp.float32),
                         "learning_rate": _current_lr(new_state.opt_state, schedule)})
         return new_state, metrics
 
