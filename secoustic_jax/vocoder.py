@@ -201,9 +201,12 @@ class Vocoder:
         d = pathlib.Path(directory)
         if not (d / "vocoder.json").is_file():
             raise CheckpointError(f"{d}: not a saved vocoder (no vocoder.json)")
-        meta = json.loads((d / "vocoder.json").read_text())
-        if meta.get("format") != _SAVE_FORMAT:
-            raise CheckpointError(f"{d}: unknown vocoder format {meta.get('format')!r}")
+        try:
+            meta = json.loads((d / "vocoder.json").read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{d}/vocoder.json: not valid JSON ({e})") from e
+        if not isinstance(meta, dict) or meta.get("format") != _SAVE_FORMAT:
+            raise CheckpointError(f"{d}: vocoder.json is not a {_SAVE_FORMAT} file")
         if meta["kind"] == "griffin-lim":
             return cls.griffin_lim()
         cfg = from_dict(HiFTConfig, meta["config"])

@@ -64,8 +64,9 @@ def test_excitation_from_golden_f0_is_tight(golden):
     io, variables = golden
     fn = jax.jit(lambda v, f0: HiFT(hift_tiny()).apply(v, f0, method="excitation"))
     got = np.asarray(fn(variables, jnp.asarray(io["f0"])))
-    # sin of phases up to 2*pi and a 9-term dot product in float32: a few ulp of 0.4.
-    np.testing.assert_allclose(got, io["excitation"][:, 0], rtol=0, atol=2e-6)
+    # Same phase bits; only sin/tanh implementations and the 9-term float32 dot product
+    # differ (measured 9e-8, a few ulp of 0.4).
+    np.testing.assert_allclose(got, io["excitation"][:, 0], rtol=0, atol=5e-7)
 
 
 def test_vocoder_api_matches_golden_wav(golden_dir):
