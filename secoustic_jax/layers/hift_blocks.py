@@ -126,6 +126,34 @@ class Linear(nn.Module):
         return jnp.matmul(x, w, precision=_HIGHEST) + b
 
 
+# Cody-Waite split of pi/2 (8 + 11 + 24 bits: n * _PIO2_A is exact for |n| < 2^16) and the
+# Cephes sinf / cosf minimax polynomials on [-pi/4, pi/4].
+_PIO2_A, _PIO2_B, _PIO2_C = 1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8
+_SIN_P = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
+_COS_P = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
+
+
+def sin_squared(y: jax.Array) -> jax.Array:
+    """sin(y)^2 in float32 from elementwise arithmetic only (any shape).
+
+    Why: XLA:CPU evaluates `jnp.sin` element by element (~8 ns/element here), and the
+    Snake activations of the full HiFT take ~170 M of them per 10 s (a quarter of the whole
+    vocoder's CPU time). This form fuses into the surrounding loop and vectorises.
+    y = n pi/2 + r with |r| <= pi/4, so sin(y)^2 = sin(r)^2 for even n and cos(r)^2 for
+    odd n (no sign handling). Max error vs the float64 value: 1.2e-7 absolute for
+    |y| < 1e4 (tests/test_fast_math.py); NaN/inf give NaN like sin.
+    """
+    y = y.astype(jnp.float32)
+    n = jnp.round(y * jnp.float32(2.0 / 3.141592653589793))
+    r = ((y - n * jnp.float32(_PIO2_A)) - n * jnp.float32(_PIO2_B)) - n * jnp.float32(_PIO2_C)
+    z = r * r
+    s = r + r * z * ((_SIN_P[0] * z + _SIN_P[1]) * z + _SIN_P[2])
+    c = 1.0 - 0.5 * z + z * z * ((_COS_P[0] * z + _COS_P[1]) * z + _COS_P[2])
+    odd = (n - 2.0 * jnp.floor(0.5 * n)) != 0.0
+    t = jnp.where(odd, c, s)
+    return t * t
+
+
 class Snake(nn.Module):
     """x + sin^2(alpha x) / (alpha + eps), alpha [C] on a linear scale (init 1)."""
 
@@ -134,7 +162,7 @@ class Snake(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         alpha = param(self, "alpha", constant(1.0), (x.shape[-1],), (NORM,))
-        return x + (1.0 / (alpha + self.eps)) * jnp.square(jnp.sin(x * alpha))
+        return x + (1.0 / (alpha + self.eps)) * sin_squared(x * alpha)
 
 
 class ResBlock(nn.Module):
