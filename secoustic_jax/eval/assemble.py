@@ -89,8 +89,8 @@ def _wer_corpus(ts, recs: list[dict], refs: dict) -> dict | None:
     return wer_report(*map(list, zip(*rows)))
 
 
-def _vc_part(ts, plan, scored, refs, corpus: dict) -> list[dict]:
-    """vc records (sim_tgt, sim_src, success, floor, wer) and corpus["vc"]."""
+def _vc_part(ts, plan, scored, refs, corpus: dict, audio: list) -> list[dict]:
+    """vc records (sim_tgt, sim_src, success, floor, wer), corpus["vc"], kept VC audio."""
     recs, rows = [], []
     for n, pair in enumerate(plan.pairs):
         s, src, prm = scored[("vc", n)], refs.get(pair.source), refs.get(pair.prompt)
@@ -112,6 +112,8 @@ def _vc_part(ts, plan, scored, refs, corpus: dict) -> list[dict]:
                 m["wer"] = utterance_wer(u.text, s.hyp)
                 rows.append((u.text, src.hyp, s.hyp))
         recs.append(rec)
+        if s.wav is not None:
+            audio.append((rec["utt_id"], "vc", s.wav, 22050))
     embs = {i: r.embedding for i, r in refs.items() if r.embedding is not None}
     entry = {"pairs": len(plan.pairs), "speakers": len(plan.prompts),
              "ceiling_same_speaker_sim": vcmod.ceiling(plan, embs)}
@@ -158,7 +160,7 @@ def assemble_set(ts, cfg, outputs, scored: dict, opts, *, plan=None, probe=None,
         orig["cross_speaker_sim_floor"] = vcmod.cross_speaker_floor(ts.utterances, embs)
     corpus["original"] = orig
     if plan is not None:
-        records += _vc_part(ts, plan, scored, refs, corpus)
+        records += _vc_part(ts, plan, scored, refs, corpus, audio)
     book, counts = {}, {}
     if "token" in opts.conditions:
         toks = [o.tokens for o in outputs]
@@ -197,8 +199,17 @@ def _speed_md(timing: dict) -> list[str]:
                   f"{lat['algorithmic']['ms']:.1f} ms",
               f"- first-frame compute latency: {comp['first_frame_ms']:.2f} ms (min {comp['min_ms']:.2f}, "
               f"token period {comp['token_period_ms']:.2f} ms; {comp['method']})",
-              f"- steady-state streaming step: {lat['streaming'].get('status')}", ""]
+              _streaming_line(lat["streaming"]), ""]
     return lines
+
+
+def _streaming_line(st: dict) -> str:
+    if st.get("status") != "measured":
+        return f"- streaming: {st.get('status')}"
+    return (f"- streaming (secoustic_jax.streaming, batch 1): first step {st['first_frame_ms']:.2f} ms; "
+            f"steady state {st['step_median_ms']:.2f} ms median, p90 {st['step_p90_ms']:.2f} ms per "
+            f"{st['token_period_ms']:.2f} ms token (step RTF {st['step_rtf']:.3f}, "
+            f"{'real time' if st['real_time'] else 'not real time'})")
 
 
 def _finish_md(paths: dict, header: dict, timing: dict | None, notes: list[str]) -> None:

@@ -95,6 +95,7 @@ def _vc_jobs(ts, plan, mels, vocoder, opts: EvalOptions):
         u = ts.utterances[pair.source]
         yield scoring.Job(("vc", n), u.ref16, u.num_samples, seed=opts.seed,
                           audio_metrics=False, asr=opts.asr and bool(u.text), embed=True,
+                          keep_wav=n == 0 and opts.audio_samples > 0,
                           **_vocoded(vocoder, mel, opts.seed))
 
 

@@ -94,11 +94,13 @@ def _group_of(rec: dict) -> str:
 
 
 def from_manifest(path, name: str | None = None, *, limit: int | None = None,
-                  split: str | None = None, min_seconds: float = 0.0) -> TestSet:
+                  split: str | None = None, min_seconds: float = 0.0,
+                  per_speaker: int | None = None) -> TestSet:
     """Loads a manifest's records (in file order) as a TestSet.
 
     `split` keeps only records of that split; `min_seconds` drops shorter utterances
-    (counted as skipped); `limit` keeps the first N kept utterances.
+    (counted as skipped); `per_speaker` keeps the first N of each speaker; `limit` keeps
+    the first N kept utterances.
     """
     from secoustic_jax.data.manifest import audio_path, load_manifest
 
@@ -114,6 +116,8 @@ def from_manifest(path, name: str | None = None, *, limit: int | None = None,
             continue
         if limit is not None and len(utts) >= limit:
             break
+        if per_speaker is not None and sum(u.speaker == rec["speaker"] for u in utts) >= per_speaker:
+            continue
         extra = rec.get("extra") or {}
         try:
             utts.append(load_utterance(audio_path(rec), rec["id"], text=rec["text"],

@@ -125,16 +125,73 @@ def first_frame(codec, g: np.ndarray, repeats: int = 20) -> dict:
             "method": "jitted offline graph on the first hop block (equals a fresh streaming step)"}
 
 
-def streaming_steps(codec) -> dict:
-    """Steady-state streaming step time from `secoustic_jax.streaming`, if that module
-    provides `measure_step_latency(codec)`; otherwise says why it is missing."""
+def _stream_step(codec, state, fe, samples, g):
+    """One streaming step: front end on new samples, encode the ready tokens, decode them."""
+    import jax
+
+    from secoustic_jax.streaming.codec_steps import decode_step, encode_step
+
+    mel = fe.push(samples)
+    if mel.shape[1] == 0:
+        return state, None
+    state, tokens = encode_step(codec.variables, state, mel)
+    state, out = decode_step(codec.variables, state, tokens, g)
+    jax.block_until_ready(out)
+    return state, out
+
+
+def streaming_latency(codec, g: np.ndarray, steps: int = 200, warm_tokens: int = 250,
+                      first_repeats: int = 10) -> dict:
+    """§4.10 with `secoustic_jax.streaming` (batch 1): first-frame compute latency (median
+    over `first_repeats` freshly initialised states, after a warm-up on another state) and
+    the steady-state step time, median and p90 over `steps` steps beyond token
+    `warm_tokens` (KV ring full)."""
+    from secoustic_jax.streaming.codec_steps import init_state
+    from secoustic_jax.streaming.frontend import StreamingMel
+
+    cfg = codec.config
+    block = cfg.samples_per_token
+    first = algorithmic_latency(cfg)["samples"]
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(first + block * (warm_tokens + steps))).astype(np.float32)
+    gg = np.asarray(g, np.float32).reshape(1, -1)
+
+    def fresh():
+        return init_state(codec.variables, cfg, 1), StreamingMel(cfg.mel, 1, frames_per_call=cfg.hop)
+
+    state, fe = fresh()  # warm-up stream: compiles every executable
+    _stream_step(codec, state, fe, wav[:first], gg)
+    firsts = []
+    for _ in range(first_repeats):  # each on a freshly initialised state
+        state, fe = fresh()
+        t0 = time.perf_counter()
+        state, out = _stream_step(codec, state, fe, wav[:first], gg)
+        firsts.append(1000.0 * (time.perf_counter() - t0))
+    first_ms = statistics.median(firsts)
+    if out is None or out.shape[1] != cfg.hop:
+        raise RuntimeError(f"streaming: first step produced {None if out is None else out.shape}")
+    times, pos = [], first
+    for k in range(warm_tokens + steps):
+        t0 = time.perf_counter()
+        state, out = _stream_step(codec, state, fe, wav[pos:pos + block], gg)
+        if k >= warm_tokens:
+            times.append(1000.0 * (time.perf_counter() - t0))
+        pos += block
+    period = 1000.0 * block / cfg.mel.sample_rate
+    med = statistics.median(times)
+    return {"status": "measured", "first_frame_ms": first_ms, "step_median_ms": med,
+            "step_p90_ms": float(np.percentile(times, 90)), "steps": steps,
+            "after_token": warm_tokens, "token_period_ms": period, "step_rtf": med / period,
+            "real_time": med < period}
+
+
+def streaming_steps(codec, g) -> dict:
+    """`streaming_latency` when `secoustic_jax.streaming` is importable; otherwise why not."""
     try:
-        from secoustic_jax import streaming  # noqa: F401
-        measure = getattr(streaming, "measure_step_latency")
-    except (ImportError, AttributeError):
-        return {"status": "not measured: secoustic_jax.streaming.measure_step_latency is not "
-                          "available in this tree"}
-    return dict(measure(codec), status="measured")
+        from secoustic_jax.streaming import codec_steps, frontend  # noqa: F401
+    except ImportError as e:
+        return {"status": f"not measured: secoustic_jax.streaming unavailable ({e})"}
+    return streaming_latency(codec, g)
 
 
 def timing_section(codec, vocoder, wavs, g, repeats: int = 5) -> dict:
@@ -152,6 +209,6 @@ def timing_section(codec, vocoder, wavs, g, repeats: int = 5) -> dict:
         "rtf": measure_rtf(codec, vocoder, wav, repeats),
         "latency": {"algorithmic": algorithmic_latency(codec.config),
                     "compute": first_frame(codec, g, max(repeats, 20)),
-                    "streaming": streaming_steps(codec)},
+                    "streaming": streaming_steps(codec, g)},
         "note": "wall-clock times: not bit-reproducible (±30 % on shared 2-core machines)",
     }

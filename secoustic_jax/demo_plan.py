@@ -1,0 +1,125 @@
+"""Time budget of `make demo`: how many training steps and evaluation utterances fit.
+
+Costs are in *idle-machine seconds* on the 2-core CPU kind this project targets, measured
+with the code as it is (docs/demo.md gives the measurements). A shared machine runs
+everything slower by a contention factor, measured at start-up as wall / CPU time of a
+single-threaded probe (1.0 on idle cores, ~7 with seven busy jobs per core); every cost is
+multiplied by it. Training gets what the fixed phases and a minimum evaluation leave;
+the evaluation is sized again after training from the time actually left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+# Idle 2-core costs (seconds). See docs/demo.md "Sizing" for how they were measured.
+COST = {
+    "setup": 15.0,
+    "corpus_default": 150.0,  # 825 utterances, 3.1 CPU-min on 2 processes (docs/data.md §3)
+    "asterisk": 40.0,  # decode 568 G.722 files, write WAVs
+    "train_compile": 150.0,  # both stages: XLA compile of the train + eval steps
+    "train_validation": 30.0,  # end-of-stage validation + Griffin-Lim media, both stages
+    "train_step": (0.30, 0.45),  # acoustic, semantic stage step (batch 8 x 128 frames)
+    "eval_fixed": 150.0,  # codec compiles, worker start-up, models, plots
+    "timing": 90.0,  # RTF (Griffin-Lim 10 s x 12 calls) + streaming 450 steps
+    "eval_per_audio_s": 1.05,  # voc+acoustic+token + reference, 2 scoring workers, per input second
+    "vc_per_audio_s": 0.35,
+    "report": 20.0,
+}
+NOMINAL_STEPS = (400, 400)  # configs/tiny.py
+MAX_STEP_SCALE = 4.0  # never more than 4x the nominal schedule
+MIN_STEPS = 60
+E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
+
+
+def contention_factor(work: int = 300_000) -> float:
+    """wall / CPU seconds of a fixed single-threaded pure-Python loop (>= 1)."""
+    def probe():
+        acc = 0
+        for i in range(work):
+            acc += i * i % 7
+        return acc
+
+    probe()
+    walls, cpus = [], []
+    for _ in range(3):
+        w, c = time.perf_counter(), time.process_time()
+        probe()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return max(1.0, sum(walls) / max(sum(cpus), 1e-9))
+
+
+@dataclasses.dataclass
+class EvalSizes:
+    """Utterances per test set and VC pairs."""
+
+    e2_unseen: int
+    e2_per_speaker: int
+    e1: int
+    vc_pairs: int
+
+    def seconds(self, speakers: int = 7) -> float:
+        audio = (self.e2_unseen + self.e2_per_speaker * speakers) * E2_SECONDS + self.e1 * E1_SECONDS
+        return audio * COST["eval_per_audio_s"] + self.vc_pairs * E2_SECONDS * COST["vc_per_audio_s"]
+
+
+EVAL_MIN = EvalSizes(e2_unseen=4, e2_per_speaker=2, e1=12, vc_pairs=7)
+EVAL_MAX = EvalSizes(e2_unseen=12, e2_per_speaker=4, e1=60, vc_pairs=21)
+
+
+def plan_eval(seconds_left: float, factor: float) -> EvalSizes:
+    """Largest sizes between EVAL_MIN and EVAL_MAX whose estimated cost fits."""
+    budget = seconds_left / factor - COST["eval_fixed"] - COST["timing"] - COST["report"]
+    lo, hi = EVAL_MIN.seconds(), EVAL_MAX.seconds()
+    x = 0.0 if budget <= lo else min(1.0, (budget - lo) / (hi - lo))
+    mix = lambda a, b: int(round(a + x * (b - a)))  # noqa: E731
+    return EvalSizes(mix(EVAL_MIN.e2_unseen, EVAL_MAX.e2_unseen),
+                     mix(EVAL_MIN.e2_per_speaker, EVAL_MAX.e2_per_speaker),
+                     mix(EVAL_MIN.e1, EVAL_MAX.e1), mix(EVAL_MIN.vc_pairs, EVAL_MAX.vc_pairs))
+
+
+@dataclasses.dataclass
+class Plan:
+    budget_s: float
+    factor: float
+    corpus_size: str
+    train_steps: tuple[int, int]
+    eval_sizes: EvalSizes
+    quick: bool = False
+
+    def train_overrides(self, corpus_dir) -> list[str]:
+        """Dotted overrides of configs/tiny.py: data, steps, and the step-scaled schedule
+        (KL ramp at 37.5-62.5 % of stage 2, warm-up 10 % capped at 40, as in tiny.py)."""
+        s1, s2 = self.train_steps
+        every = max(10, min(s1, s2) // 2)
+        return [f"data.root={corpus_dir}", f"stages.acoustic.steps={s1}",
+                f"stages.semantic.steps={s2}", f"loss.kl_ramp_start={int(0.375 * s2)}",
+                f"loss.kl_ramp_end={int(0.625 * s2)}", f"optim.warmup_steps={min(40, s1 // 10)}",
+                f"checkpoint.every_steps={every}", "log.every_steps=10"]
+
+    def describe(self) -> str:
+        e = self.eval_sizes
+        return (f"corpus {self.corpus_size}, train steps {self.train_steps[0]} + {self.train_steps[1]}, "
+                f"eval E2-unseen {e.e2_unseen}, E2 {e.e2_per_speaker}/speaker, E1 {e.e1}, "
+                f"VC pairs {e.vc_pairs} (budget {self.budget_s / 60:.0f} min, contention x{self.factor:.2f})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def make_plan(budget_s: float, factor: float, quick: bool = False) -> Plan:
+    """Splits the budget: fixed phases, the minimum evaluation, then training steps."""
+    if quick:  # smoke runs: tiny corpus, a few steps, minimal evaluation
+        return Plan(budget_s, factor, "tiny", (MIN_STEPS // 3, MIN_STEPS // 3),
+                    EvalSizes(2, 2, 4, 2), quick=True)
+    fixed = sum(COST[k] for k in ("setup", "corpus_default", "asterisk", "train_compile",
+                                  "train_validation", "eval_fixed", "timing", "report"))
+    eval_s = EVAL_MIN.seconds() + 0.5 * (EVAL_MAX.seconds() - EVAL_MIN.seconds())
+    train_s = budget_s / factor - fixed - eval_s
+    per_pair = COST["train_step"][0] * NOMINAL_STEPS[0] + COST["train_step"][1] * NOMINAL_STEPS[1]
+    scale = min(MAX_STEP_SCALE, max(train_s, 0.0) / per_pair)
+    steps = tuple(max(MIN_STEPS, int(scale * n) // 10 * 10) for n in NOMINAL_STEPS)
+    return Plan(budget_s, factor, "default", steps, plan_eval(budget_s - (fixed - COST["eval_fixed"]
+                - COST["timing"] - COST["report"] + scale * per_pair) * factor, factor))
