@@ -58,7 +58,10 @@ class Checkpointer:
         cfg = cfg or CheckpointConfig()
         opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep,
                                             enable_async_checkpointing=cfg.async_save, create=True)
-        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=opts)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                    "data": grain.checkpoint.CheckpointHandler()}
+        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=opts,
+                                             item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -87,6 +90,15 @@ class Checkpointer:
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
         return out["state"], snap.state
+
+    def restore_host(self, step: int):
+        """The state as nested dicts of arrays on one local device, whatever mesh or process
+        count wrote it (orbax needs an explicit target when the topology differs)."""
+        meta = self.manager.item_metadata(step)["state"]
+        dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta)
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -127,8 +139,7 @@ def load_codec_variables(workdir, step: int | None = None):
             raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir(workdir)}")
         meta = ck.read_meta(step)
         config = from_dict(ExperimentConfig, meta["config"])
-        state = ck.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
+        state = ck.restore_host(step)
     finally:
         ck.close()
     variables = {"params": state["params"]["codec"]}

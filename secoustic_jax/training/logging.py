@@ -108,3 +108,32 @@ class Logger:
 def read_history(workdir) -> list[dict]:
     p = pathlib.Path(workdir) / "history.jsonl"
     return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def plot_history(workdir, out_path, keys=("loss/mel", "loss/acoustic", "loss/contrastive",
+                                           "contrastive/acc_s2p", "codebook/usage")) -> str:
+    """Loss curves of a run (train solid, valid dots), one panel per key -> PNG path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = read_history(workdir)
+    last: dict[tuple[str, int], dict] = {}
+    for h in hist:  # steps re-done after a resume overwrite the earlier entries
+        last[(h["split"], h["step"])] = h
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
+    for ax, key in zip(axes, keys):
+        for split, style in (("train", "-"), ("valid", "o")):
+            pts = sorted((s, h[key]) for (sp, s), h in last.items() if sp == split and key in h)
+            if pts:
+                ax.plot(*zip(*pts), style, label=split, ms=4)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if key.startswith("loss/mel"):
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return str(out_path)

@@ -121,7 +121,11 @@ def train(config: ExperimentConfig, workdir, *, progress: bool = True,
             if state is None:  # resumed from the checkpoint that finished this stage
                 params, stats = fresh
                 continue
-            result = _run_stage(run, rt, idx, state, src)
+            try:
+                result = _run_stage(run, rt, idx, state, src)
+            finally:
+                if hasattr(src, "close"):  # grain iterators hold threads / shared memory
+                    src.close()
             summary["stages"][config.stages[idx].name] = result["summary"]
             if result["stop"]:
                 summary[result["stop"]] = True
