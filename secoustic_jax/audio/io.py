@@ -8,12 +8,12 @@ only warns): one warning per process, nothing is clipped.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 import warnings
 
 import numpy as np
+
+from secoustic_jax.atomic import atomic_path
 
 TARGET_SR = 22050
 _warned_range = False
@@ -142,15 +142,6 @@ def save_wav(path, wav, sr: int, subtype: str = "PCM_16") -> pathlib.Path:
         raise AudioError(f"save_wav: expected non-empty [N] or [N, C] audio, got {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise AudioError(f"{path}: refusing to write audio with NaN/Inf samples")
-    p = pathlib.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.wav", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.wav") as tmp:
         sf.write(tmp, arr, int(sr), subtype=subtype, format="WAV")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return pathlib.Path(path)

@@ -9,13 +9,12 @@ export never leaves a half-written file behind.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
+from secoustic_jax.atomic import atomic_path
 from secoustic_jax.checkpoint.table import CheckpointError, strip_wrapper_prefixes
 
 log = logging.getLogger(__name__)
@@ -84,22 +83,15 @@ def save_state_dict(path, state_dict: Mapping[str, np.ndarray]) -> pathlib.Path:
     """Writes a state dict by suffix: `.safetensors` (keys stored sorted) or `.pt`
     (a plain ordered dict of tensors in the given order). Atomic."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise CheckpointError(f"{path}: unknown suffix (use .pt or .safetensors)")
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
             save_file({k: np.array(v, order="C") for k, v in state_dict.items()}, tmp)
-        elif path.suffix in (".pt", ".pth"):
+        else:
             torch = _import_torch()
             from collections import OrderedDict
             torch.save(OrderedDict((k, torch.from_numpy(np.array(v, order="C")))
                                    for k, v in state_dict.items()), tmp)
-        else:
-            raise CheckpointError(f"{path}: unknown suffix (use .pt or .safetensors)")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

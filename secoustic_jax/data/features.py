@@ -9,12 +9,11 @@ need no JAX device; `tests/test_mel.py` checks it against the jitted one.
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from secoustic_jax.atomic import atomic_path
 from secoustic_jax.audio.io import load_audio
 from secoustic_jax.audio.mel import log_mel_numpy
 from secoustic_jax.config.model import MelConfig
@@ -46,9 +45,6 @@ def utterance_mel(audio, cfg: MelConfig = MelConfig(), cache_dir=None) -> np.nda
     wav, _ = load_audio(audio, target_sr=cfg.sample_rate)
     mel = log_mel_numpy(wav, cfg).astype(np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, suffix=".npy.tmp") as tmp, open(tmp, "wb") as f:
             np.save(f, mel)
-        os.replace(tmp, path)
     return mel

@@ -14,11 +14,10 @@ records and reports each bad line (line number, kind, reason) in a SkipReport.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import tempfile
 from typing import Iterable
 
+from secoustic_jax.atomic import atomic_path
 from secoustic_jax.config.data import SPLITS
 from secoustic_jax.data import report as R
 from secoustic_jax.data.align import check_durations, frames_for
@@ -119,17 +118,9 @@ def _alignment_problems(rec: dict, require: bool, inventory) -> list[tuple[str, 
 def write_manifest(path, records: Iterable[dict]) -> pathlib.Path:
     """Writes JSON Lines atomically (temp file + rename), UTF-8, one record a line."""
     p = pathlib.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
     return p
 
 

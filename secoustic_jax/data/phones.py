@@ -8,10 +8,10 @@ Inventory IDs: 0 = padding, 1 = SIL, 2 = SPN, 3 = WB, then every other phone sor
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import tempfile
+
+from secoustic_jax.atomic import atomic_path
 
 PAD, SIL, SPN, WB = "<pad>", "SIL", "SPN", "WB"
 RESERVED = (PAD, SIL, SPN, WB)
@@ -178,11 +178,8 @@ class PhoneInventory:
         p = pathlib.Path(path)
         if p.is_dir():
             p = p / INVENTORY_NAME
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".phones.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.to_json(), f, ensure_ascii=False, indent=1)
-        os.replace(tmp, p)
         return p
 
     @classmethod

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from secoustic_jax.atomic import write_text
 from secoustic_jax.eval import report_md, report_plots, stats
 
 FORMAT = "secoustic-eval-report"
@@ -120,13 +121,6 @@ def to_jsonable(obj, quantize_floats: bool = False):
     if isinstance(obj, pathlib.PurePath):
         return str(obj)
     raise TypeError(f"cannot store {type(obj).__name__} in report.json")
-
-
-def _write_text(path: pathlib.Path, text: str) -> None:
-    """Atomic write (temp file + rename) so a crash never leaves half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _summary(records, corpus, codebook) -> dict:
@@ -229,8 +223,8 @@ def write_report(out_dir, header: Mapping, records: Sequence[Mapping], *,
     }
     text = json.dumps(report, indent=1, sort_keys=True, allow_nan=False, ensure_ascii=False)
     paths = {"json": out / JSON_NAME, "md": out / MD_NAME}
-    _write_text(paths["json"], text + "\n")
-    _write_text(paths["md"], report_md.render(report))
+    write_text(paths["json"], text + "\n")
+    write_text(paths["md"], report_md.render(report))
     return paths
 
 
