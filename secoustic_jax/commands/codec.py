@@ -17,6 +17,8 @@ import pathlib
 
 import numpy as np
 
+from secoustic_jax.atomic import atomic_path
+
 NPZ_FORMAT_VERSION = 1
 EXPORT_SOURCES = (
     "secoustic_jax.commands.codec:codec_dir_source",  # a Codec.save directory
@@ -119,8 +121,8 @@ def _decode_payload(codec, data: dict, out: pathlib.Path, vocoder: str, official
     if out.suffix == ".npy":
         if not official_length:
             mel = mel[: int(data["num_frames"])]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, mel.astype(np.float32))
+        with atomic_path(out, suffix=".npy") as tmp:
+            np.save(tmp, mel.astype(np.float32))
         return out
     if out.suffix != ".wav":
         raise ValueError(f"{out}: output must end in .npy (mel) or .wav (waveform)")
@@ -165,8 +167,8 @@ def cmd_encode(args) -> int:
     out = pathlib.Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"{out}: output must end in .npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **payload)
+    with atomic_path(out, suffix=".npz") as tmp:
+        np.savez(tmp, **payload)
     print(f"{args.input}: {payload['tokens'].shape[0]} tokens ({codec.config.variant}) -> {out}")
     return 0
 
