@@ -63,6 +63,7 @@ def _check_freezing(cfg, net, mesh, shapes, params, stats, steps=3):
     assert any(not np.array_equal(v, s2[k]) for k, v in s1.items())
 
 
+@pytest.mark.slow  # compiles both stage steps (~30 s on 2 idle cores)
 def test_freezing_is_bitwise_standin():
     _check_freezing(*_setup())
 
@@ -73,6 +74,7 @@ def test_freezing_is_bitwise_real_codec():
     _check_freezing(*_setup(standin=False), steps=2)
 
 
+@pytest.mark.slow  # compiles the stage-2 step twice
 def test_nan_batch_is_skipped_and_counted():
     cfg, net, mesh, shapes, params, stats = _setup()
     src = SyntheticSource(cfg, 4, 32)
@@ -90,6 +92,7 @@ def test_nan_batch_is_skipped_and_counted():
         int(jax.device_get(st_ref.opt_state.inner_states["train"].inner_state[1][0].count))
 
 
+@pytest.mark.slow  # compiles two stage-1 steps
 def test_gradient_accumulation_matches_full_batch():
     cfg, net, mesh, shapes, params, stats = _setup()
     b = next(SyntheticSource(cfg, 4, 32))
