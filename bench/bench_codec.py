@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 import subprocess
@@ -77,7 +78,8 @@ def case_offline(preset: str, repeats: int) -> dict:
            "decode_acoustic": lambda: codec.decode_acoustic(enc.acoustic)}
     model_flops = flops.inference(cfg, FRAMES_10S)
     peak = flops.measure_matmul_peak()
-    out = {"preset": preset, "frames": FRAMES_10S, "matmul_peak_flops": peak, "stages": {}}
+    out = {"preset": preset, "frames": FRAMES_10S, "matmul_peak_flops": peak, "stages": {},
+           "loadavg_start": os.getloadavg()}
     for name, fn in fns.items():
         t = time_fn(fn, repeats)
         t["first_call_s"] = t.pop("compile_s")
@@ -94,6 +96,7 @@ def case_offline(preset: str, repeats: int) -> dict:
     out["encode_decode"] = {"median_s": both, "reference_s": ref, "speedup": ref / both,
                             "target_speedup": TARGET_SPEEDUP, "meets_target": ref / both >= TARGET_SPEEDUP}
     out["peak_rss_mb"] = _rss_mb()
+    out["loadavg_end"] = os.getloadavg()
     return out
 
 
@@ -152,7 +155,8 @@ def case_longform(minutes: float, mode: str, max_gb: float) -> dict:
         frames -= frames % (CHUNK_TOKENS * cfg.hop)
     mel = _mel_input(frames)
     g = codec.prompt_embedding(mel[:, :300])  # [1, d]
-    out = {"minutes": minutes, "mode": mode, "frames": frames, "preset": "86hz"}
+    out = {"minutes": minutes, "mode": mode, "frames": frames, "preset": "86hz",
+           "loadavg_start": os.getloadavg()}
     model = flops.inference(cfg, frames)
     out["model_flops"] = model["encode"] + model["decode_tokens"]
     if mode == "offline":
@@ -162,13 +166,14 @@ def case_longform(minutes: float, mode: str, max_gb: float) -> dict:
             out["skipped"] = f"compiled memory estimate {est:.1f} GB > --max-gb {max_gb}"
             out["peak_rss_mb"] = _rss_mb()
             return out
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if mode == "offline":
         enc = codec.encode_mel(mel)
         codec.decode_tokens(enc.tokens, g)
     else:
         _run_chunked(codec, mel, g)
     out["wall_s"] = time.perf_counter() - t0
+    out["cpu_s"] = time.process_time() - c0
     out["rtf"] = out["wall_s"] / (minutes * 60)
     out["flops_per_s"] = out["model_flops"] / out["wall_s"]
     out["peak_rss_mb"] = _rss_mb()
@@ -196,7 +201,7 @@ def _rows(offline: dict, longform: list[dict]) -> list[dict]:
         for stage in ("encode_tokens", "decode_tokens", "decode_acoustic"):
             t = r["stages"][stage]
             rows.append({"what": f"{preset} {stage}, 10 s, batch 1",
-                         "value": f"{t['median_s'] * 1e3:.0f} ms (RTF {t['rtf']:.4f})",
+                         "value": f"{t['median_s'] * 1e3:.0f} ms (RTF {t['rtf']:.4f}; CPU {t['cpu_median_s'] * 1e3:.0f} ms)",
                          "reference": f"{t['reference_s'] * 1e3:.0f} ms ({t['speedup']:.1f}x)",
                          "note": f"{t.get('flops_per_s', 0) / 1e9:.1f} GFLOP/s model, "
                                  f"{100 * t.get('utilisation', 0):.0f} % of matmul peak"})

@@ -166,10 +166,14 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips) -> l
     lines = ["# secoustic-jax demo (`make demo`)", "",
              f"Commit `{summary.get('commit')}`, {summary['machine']}. Total wall time "
              f"**{summary['total_wall_min']:.1f} min** (budget {summary['budget_min']:.0f} min; "
-             f"contention factor at start x{phases['setup'].get('contention_factor', 1):.2f}, 1 = idle cores).", "",
-             "| phase | wall (min) | what |", "|---|---|---|"]
-    lines += [f"| {name} | {p['wall_s'] / 60:.1f} | {p.get('what', '')} |" for name, p in phases.items()]
-    lines += ["", "## Training (configs/tiny.py, every enabled stage)", "",
+             f"contention probe at start x{phases['setup'].get('contention_factor', 1):.2f}, 1 = idle "
+             f"cores; phases also list their CPU time).", "",
+             "| phase | wall (min) | CPU (min) | what |", "|---|---|---|---|"]
+    lines += [f"| {name} | {p['wall_s'] / 60:.1f} | {p.get('cpu_s', 0) / 60:.1f} | {p.get('what', '')} |"
+              for name, p in phases.items()]
+    lines += ["", "CPU = user + system time of the demo and its finished child processes (corpus "
+              "synthesis, scoring workers); on idle cores a phase's wall time lies between CPU/2 and CPU.", "",
+             "## Training (configs/tiny.py, every enabled stage)", "",
               f"Steps per stage: {plan.get('train_steps')}; final stage summaries in `example/summary.json`.", ""]
     if loss:
         lines += ["![training losses](example/loss.png)", ""]
