@@ -168,7 +168,6 @@ class LogConfig:
     every_steps: int = 50
     eval_every_steps: int = 5000  # 0 = only at the end of each stage
     eval_batches: int = 8
-    codebook_window: int = 50  # steps per codebook-usage window
     audio_examples: int = 2
     griffin_lim_iters: int = 32
 
