@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from secoustic_jax.config.base import ConfigError, diff, fingerprint, from_dict, to_dict
+from secoustic_jax.config.model import CodecConfig
 from secoustic_jax.config.train import CheckpointConfig, ExperimentConfig
 
 FORMAT = "secoustic-train-v1"
@@ -138,7 +139,8 @@ def load_codec_variables(workdir, step: int | None = None):
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir(workdir)}")
         meta = ck.read_meta(step)
-        config = from_dict(ExperimentConfig, meta["config"])
+        # Only the codec part is needed: training-only config fields may evolve.
+        codec_cfg = from_dict(CodecConfig, meta["config"]["codec"])
         state = ck.restore_host(step)
     finally:
         ck.close()
@@ -146,4 +148,4 @@ def load_codec_variables(workdir, step: int | None = None):
     stats = (state.get("batch_stats") or {}).get("codec")
     if stats:
         variables["batch_stats"] = stats
-    return config.codec, jax.tree.map(jax.numpy.asarray, variables)
+    return codec_cfg, jax.tree.map(jax.numpy.asarray, variables)
