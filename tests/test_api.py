@@ -245,6 +245,6 @@ def test_ten_minutes_of_86hz_mel_fit_in_memory():
                          capture_output=True, text=True, timeout=3600)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["finite"] and res["decoded_shape"] == [1, 51680, 80]
-    # Measured 4.6 GiB peak RSS; one dense attention layer's logits alone would be 79.6 GiB.
-    assert res["peak_rss_gib"] < 8.0
+    # Measured 1.9 GiB peak RSS; one dense attention layer's logits alone would be 79.6 GiB.
+    assert res["peak_rss_gib"] < 4.0
     assert res["dense_attention_logits_gib_per_layer"] > 75
