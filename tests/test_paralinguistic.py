@@ -215,3 +215,18 @@ def test_matches_official_golden(golden_dir):
     mu, _ = ParalinguisticEncoder(ParalinguisticConfig()).apply(
         {"params": params, "batch_stats": stats}, mel)
     np.testing.assert_allclose(np.asarray(mu), io["paralinguistic"], atol=1e-6)
+
+
+def test_concrete_lengths_captured_by_jit():
+    """Concrete lengths closed over by a jitted function are range-checked on the host
+    (regression: int(jnp.min(...)) inside the trace raised ConcretizationTypeError)."""
+    cfg = codec_preset("tiny").paralinguistic
+    module = ParalinguisticEncoder(cfg)
+    mel = jnp.zeros((2, 20, cfg.n_mels))
+    lengths = jnp.asarray([20, 10], jnp.int32)
+    variables = module.init(jax.random.PRNGKey(0), mel, lengths)
+    mu, _ = jax.jit(lambda m: module.apply(variables, m, lengths))(mel)
+    assert mu.shape == (2, cfg.embed_dim)
+    bad = jnp.asarray([21, 3], jnp.int32)  # 21 > T = 20
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        jax.jit(lambda m: module.apply(variables, m, bad))(mel)

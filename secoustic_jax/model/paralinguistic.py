@@ -19,6 +19,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from secoustic_jax.config.model import ParalinguisticConfig
 from secoustic_jax.layers.common import (CONV_IN, CONV_K, CONV_OUT, EMBED, HIDDEN, NORM,
@@ -122,7 +123,9 @@ def _check_inputs(cfg: ParalinguisticConfig, mel: jax.Array, lengths) -> None:
         raise ValueError(f"ParalinguisticEncoder: lengths must be [{mel.shape[0]}], "
                          f"got {jnp.shape(lengths)}")
     if not isinstance(lengths, jax.core.Tracer):  # concrete: check the range on the host
-        lo, hi = int(jnp.min(lengths)), int(jnp.max(lengths))
+        # numpy, not jnp: inside a trace jnp.min of a captured constant would itself be a
+        # tracer and int() would fail (ConcretizationTypeError).
+        lo, hi = int(np.min(np.asarray(lengths))), int(np.max(np.asarray(lengths)))
         if lo < 1 or hi > mel.shape[1]:
             raise ValueError(f"ParalinguisticEncoder: lengths must lie in [1, {mel.shape[1]}], "
                              f"got min {lo} max {hi}")
