@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 
+from secoustic_jax.atomic import write_text
 from secoustic_jax.eval import codebook as cb, metrics, report, report_plots, vc as vcmod
 from secoustic_jax.eval.speaker import cosine
 
@@ -223,7 +224,7 @@ def _finish_md(paths: dict, header: dict, timing: dict | None, notes: list[str])
     md = paths["md"].read_text(encoding="utf-8")
     marker = "## Results"
     md = md.replace(marker, "\n".join(lines) + "\n" + marker, 1) if marker in md else md + "\n".join(lines)
-    report._write_text(paths["md"], md)
+    write_text(paths["md"], md)
 
 
 def write_outputs(out_dir, header: dict, results: list[SetResult], timing: dict | None) -> dict:
@@ -242,14 +243,14 @@ def write_outputs(out_dir, header: dict, results: list[SetResult], timing: dict 
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     data["timing"] = report.to_jsonable(timing)
     data["notes"] = [n for res in results for n in res.notes]
-    report._write_text(paths["json"], json.dumps(data, indent=1, sort_keys=True, allow_nan=False,
+    write_text(paths["json"], json.dumps(data, indent=1, sort_keys=True, allow_nan=False,
                                                  ensure_ascii=False) + "\n")
     _finish_md(paths, header, timing, data["notes"])
     summary = {k: data[k] for k in ("header", "summary", "probe", "timing", "notes")}
     paths["summary"] = out / "summary.json"
-    report._write_text(paths["summary"], json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    write_text(paths["summary"], json.dumps(summary, indent=1, sort_keys=True) + "\n")
     paths["per_utterance"] = out / "per_utterance.jsonl"
-    report._write_text(paths["per_utterance"], "".join(
+    write_text(paths["per_utterance"], "".join(
         json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in data["utterances"]))
     return {"paths": paths, "report": data}
 
