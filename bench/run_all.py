@@ -101,14 +101,18 @@ def _pipeline_rows(res: dict) -> list[dict]:
     return rows
 
 
-def table_rows(name: str, res: dict) -> list[dict]:
+def table_rows(name: str, res: dict, peak: float | None = None) -> list[dict]:
     """README rows of one bench's result: its `table`, a known adapter, or a pointer."""
+    from adapters import ADAPTERS  # noqa: E402 - bench/adapters.py, beside this script
+
     if "error" in res:
         return [{"what": name, "value": "failed", "note": str(res["error"])[:160]}]
     if isinstance(res.get("table"), list):
         return res["table"]
     if name == "pipeline":
         return _pipeline_rows(res)
+    if name in ADAPTERS:
+        return ADAPTERS[name](res, peak)
     return [{"what": name, "value": "see bench/results.json", "note": "no `table` rows"}]
 
 
@@ -119,8 +123,12 @@ def render_table(results: dict, meta: dict) -> str:
              "Medians after warm-up; reference = official PyTorch on this machine kind "
              "(evaluation.md §8).", "",
              "| bench | what | measured | reference | note |", "|---|---|---|---|---|"]
+    peak = results.get("matmul_peak_flops")
+    if peak:
+        lines.insert(1, f"Measured float32 matmul peak (2048², jax): {peak / 1e9:.1f} GFLOP/s; "
+                        "utilisation = model FLOPs (secoustic_jax.flops) / time / peak.")
     for name, res in results["benchmarks"].items():
-        for row in table_rows(name, res):
+        for row in table_rows(name, res, peak):
             cells = [name, row.get("what", ""), row.get("value", ""), row.get("reference", ""),
                      row.get("note", "")]
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
@@ -149,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(HERE))
     from secoustic_jax.eval.report import package_versions
 
     scripts = discover({s for s in args.only.split(",") if s} or None)
@@ -164,8 +173,11 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as e:
             benches[name] = {"error": f"exit {runs[name]['returncode']}; no JSON ({e})"}
     meta = machine()
+    from secoustic_jax.flops import measure_matmul_peak
+
     results = {"format": FORMAT, "machine": meta, "versions": package_versions(),
-               "quick": args.quick, "runs": runs, "benchmarks": benches}
+               "quick": args.quick, "matmul_peak_flops": measure_matmul_peak(),
+               "loadavg_end": os.getloadavg(), "runs": runs, "benchmarks": benches}
     out = pathlib.Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
