@@ -63,7 +63,10 @@ WORKER = textwrap.dedent("""
     l1, p1, _ = run(one)
     l8, p8, specs = run(shd.make_mesh(MeshConfig(data=2, fsdp=4)))
     diff = max(float(np.max(np.abs(p1[k] - p8[k]))) for k in p1)
-    print("RESULT" + json.dumps({"l1": l1, "l8": l8, "max_param_diff": diff, "specs": specs}))
+    n_off = sum(int(np.sum(np.abs(p1[k] - p8[k]) > 1e-5)) for k in p1)
+    n_all = sum(int(p1[k].size) for k in p1)
+    print("RESULT" + json.dumps({"l1": l1, "l8": l8, "max_param_diff": diff,
+                                 "frac_off": n_off / n_all, "lr": cfg.optim.lr, "specs": specs}))
 """)
 
 
@@ -83,7 +86,11 @@ def test_sharded_step_equals_single_device(codec):
     res = _run_worker(codec)
     # float32 reductions are split across 8 devices: same maths, different summation order.
     assert res["l8"] == pytest.approx(res["l1"], rel=1e-4)
-    assert res["max_param_diff"] < 1e-4
+    # Adam divides by sqrt(v): where a gradient is ~0, summation-order noise can move a
+    # coordinate by O(lr) per step, so the bound is in units of the peak learning rate
+    # (4 steps at lr 2e-3); nearly all coordinates must agree to 1e-5.
+    assert res["max_param_diff"] < 0.5 * res["lr"]
+    assert res["frac_off"] < 1e-3
     specs = res["specs"]
     assert specs["batch/mel"] == str(P(("data", "fsdp")))
     fsdp = [k for k, v in specs.items() if "fsdp" in v and not k.startswith(("batch", "mu/"))]
