@@ -191,3 +191,4 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips) -> l
               "speaker, 16 kHz telephone-wideband, out of domain). The full evaluation report "
               "(every metric per utterance) is written to `demo/work/eval/report.md`."]
     return lines
+
