@@ -117,11 +117,15 @@ def table_rows(name: str, res: dict, peak: float | None = None) -> list[dict]:
 
 
 def render_table(results: dict, meta: dict) -> str:
+    reused = [n for n, r in results.get("runs", {}).items() if r.get("reused")]
     lines = [f"Machine: {meta.get('cpu_model', '?')}, {meta.get('cpu_count')} cores, "
              f"{meta.get('memory_gb', '?')} GB, {meta.get('jax_device')}; "
-             f"jax {results['versions'].get('jax')}, torch {results['versions'].get('torch')}. "
-             "Medians after warm-up; reference = official PyTorch on this machine kind "
-             "(evaluation.md §8).", "",
+             f"jax {results['versions'].get('jax')}, torch {results['versions'].get('torch')}; "
+             f"load average at the end {', '.join(f'{x:.1f}' for x in results.get('loadavg_end', ()))}. "
+             "Medians after warm-up; reference = official PyTorch on this machine kind, idle "
+             "(evaluation.md §8). On a shared machine wall times are inflated by the other jobs; "
+             "CPU seconds (where given) are load-independent (idle 2-core wall >= CPU / 2)."
+             + (f" Collected from earlier runs (not re-run): {', '.join(reused)}." if reused else ""), "",
              "| bench | what | measured | reference | note |", "|---|---|---|---|---|"]
     peak = results.get("matmul_peak_flops")
     if peak:
@@ -153,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="pass --quick to benches that take it")
     ap.add_argument("--only", default="", help="comma list of bench names (bench_<name>.py)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per bench")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --only: also collect the other benches' existing results/*.json (not re-run)")
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -160,14 +166,20 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     from secoustic_jax.eval.report import package_versions
 
-    scripts = discover({s for s in args.only.split(",") if s} or None)
+    selected = discover({s for s in args.only.split(",") if s} or None)
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
     runs, benches = {}, {}
-    for script in scripts:
+    for script in discover():
         name = script.stem[len("bench_"):]
         out = res_dir / f"{name}.json"
-        runs[name] = run_bench(script, out, args.quick, args.timeout)
+        if script in selected:
+            runs[name] = run_bench(script, out, args.quick, args.timeout)
+        elif args.reuse and out.is_file():  # collected as they are, marked as not re-run
+            runs[name] = {"reused": True, "returncode": 0, "file_mtime": time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.gmtime(out.stat().st_mtime))}
+        else:
+            continue
         try:
             benches[name] = json.loads(out.read_text())
         except (OSError, ValueError) as e:

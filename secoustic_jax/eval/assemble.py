@@ -167,7 +167,7 @@ def assemble_set(ts, cfg, outputs, scored: dict, opts, *, plan=None, probe=None,
         toks = [o.tokens for o in outputs]
         book["token"] = cb.codebook_stats(toks, hop_factor=cfg.hop, num_codes=cfg.codebook_size)
         counts[(ts.name, "token")] = cb.token_counts(toks, cfg.codebook_size)
-    notes = list(probe_notes) + (list(plan.notes) if plan is not None else [])
+    notes = list(probe_notes) + [f"{ts.name}: {n}" for n in (plan.notes if plan is not None else [])]
     return SetResult(ts.name, records, corpus, book, counts, probe, mel_pairs, audio,
                      outputs[0].g, notes)
 

@@ -129,12 +129,16 @@ def evaluate_set(codec, vocoder, ts, scorer: scoring.Scorer, opts: EvalOptions) 
         scored[s.key] = s
         bar.update(1)
     bar.close()
-    probe = notes = None
+    probe, notes = None, []
+    if multi and opts.vc and not opts.sim:
+        notes.append(f"{ts.name}: voice conversion not run: it is scored by speaker similarity, "
+                     "which was switched off")
     if multi and opts.probe:
-        probe, notes = vcmod.run_probes(ts.utterances, outputs, codec.config.codebook_size,
-                                        prefix=f"{ts.name} ")
+        probe, more = vcmod.run_probes(ts.utterances, outputs, codec.config.codebook_size,
+                                       prefix=f"{ts.name} ")
+        notes += [f"{ts.name}: {n}" for n in more]
     return assemble_set(ts, codec.config, outputs, scored, opts, plan=plan, probe=probe,
-                        probe_notes=notes or [], sample_indices=sorted(keep))
+                        probe_notes=notes, sample_indices=sorted(keep))
 
 
 def checkpoint_entry(path, kind: str) -> dict:
