@@ -87,7 +87,12 @@ def main(argv=None) -> int:
         codec, entry = load_codec(args.ckpt, args.variant, step=args.step)
         vocoder = load_vocoder(args.vocoder)
         sets = load_sets(args)
-        result = evaluate(codec, vocoder, sets, args.out, opts, checkpoint=entry)
+        extra = {}
+        if pathlib.Path(args.vocoder).exists():  # evaluation.md §7: the HiFT file's sha256
+            from secoustic_jax.eval.evaluate import checkpoint_entry
+
+            extra["vocoder_file"] = checkpoint_entry(args.vocoder, "vocoder")
+        result = evaluate(codec, vocoder, sets, args.out, opts, checkpoint=entry, header_extra=extra)
     except (ValueError, FileNotFoundError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
         return 2
