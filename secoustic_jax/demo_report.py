@@ -151,7 +151,7 @@ def write(out: pathlib.Path, summary: dict, report: dict, eval_dir: pathlib.Path
     plots = _copy_plots(eval_dir, ex, report)
     loss = loss_plot(history, ex / "loss.png")
     clips = _clips(eval_dir, ex, report)
-    (ex / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    (ex / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (ex / "eval_summary.json").write_text(json.dumps(
         {k: report.get(k) for k in ("summary", "probe", "timing", "notes")}, indent=1, sort_keys=True) + "\n")
     md = _page(summary, report, plots, loss is not None, clips)
