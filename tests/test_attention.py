@@ -130,7 +130,55 @@ def test_reset_clears_only_selected_streams(rng):
     cleared = reset_kv_cache(cache, jnp.array([False, True]))
     assert np.asarray(cleared.counter).tolist() == [3, 0]
     assert (np.asarray(cleared.positions[1]) == -1).all()
-    np.testing.assert_array_equal(np.asarray(cleared.keys[0]), np.asarray(cache.keys[0]))
-    assert not np.asarray(cleared.keys[1]).any()
+    np.testing.assert_array_equal(np.asarray(cleared.positions[0]), np.asarray(cache.positions[0]))
+    # The cleared stream's stale keys are invisible: its next output equals a fresh stream's.
+    q2, k2, v2 = qkv(rng, b=2, t=1)
+    _, out = cache_attention(cleared, q2, k2, v2, 10, 0.3)
+    _, fresh = cache_attention(init_kv_cache(2, 12, 2, 8), q2, k2, v2, 10, 0.3)
+    np.testing.assert_array_equal(np.asarray(out[1]), np.asarray(fresh[1]))
     with pytest.raises(ValueError, match="reset must be"):
         reset_kv_cache(cache, jnp.array([True]))
+
+
+def test_streams_reset_at_different_times_share_the_write_slot(rng):
+    """Stream 1 restarts mid-batch; the ring's write slot is shared by the batch, so its
+    new keys land in slots that do not follow its own positions, chunks wrap the ring, and
+    each stream still equals its own offline attention."""
+    context, chunks = 7, [1, 3, 2, 3, 1, 3, 3, 2, 1, 3]  # 22 tokens, capacity 9 wraps often
+    q, k, v = qkv(rng, b=2, t=sum(chunks))
+    restart = 9  # stream 1 starts afresh at token 9 of the batch clock (a chunk boundary)
+    cache = init_kv_cache(2, context + max(chunks) - 1, q.shape[1], q.shape[3])
+    step = jax.jit(cache_attention, static_argnums=(4, 5))
+    outs, t0 = [], 0
+    for c in chunks:
+        if t0 == restart:
+            cache = reset_kv_cache(cache, jnp.array([False, True]))
+        cache, o = step(cache, q[:, :, t0:t0 + c], k[:, :, t0:t0 + c], v[:, :, t0:t0 + c],
+                        context, 0.3)
+        outs.append(np.asarray(o))
+        t0 += c
+    got = np.concatenate(outs, axis=2)
+    assert np.asarray(cache.slot).tolist() == [22 % 9] * 2  # shared, kept through the reset
+    assert np.asarray(cache.counter).tolist() == [22, 22 - restart]
+    ref0 = np.asarray(dense_attention(q[:1], k[:1], v[:1], context, 0.3))
+    ref1 = np.asarray(dense_attention(q[1:, :, restart:], k[1:, :, restart:],
+                                      v[1:, :, restart:], context, 0.3))
+    # float32, <= 7-term softmax sums in another order: ~1e-7 relative, |v| ~ 2.
+    np.testing.assert_allclose(got[:1], ref0, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got[1:, :, restart:], ref1, atol=1e-5, rtol=0)
+
+
+def test_non_finite_values_never_outlive_their_stream(rng):
+    """A NaN input poisons its own outputs, but after a reset the stale slots are inert."""
+    cache = init_kv_cache(1, 9, 2, 8)
+    q, k, v = qkv(rng, t=4)
+    # A NaN input frame gives NaN keys and values at its position.
+    cache, out = cache_attention(cache, q, k.at[:, :, 1].set(jnp.nan),
+                                 v.at[:, :, 1].set(jnp.nan), 6, 0.3)
+    assert np.isnan(np.asarray(out[:, :, 1:])).all()  # the poisoned stream sees its NaN
+    assert np.isfinite(np.asarray(out[:, :, :1])).all()
+    cache = reset_kv_cache(cache, jnp.array([True]))
+    q2, k2, v2 = qkv(rng, t=2)
+    _, out = cache_attention(cache, q2, k2, v2, 6, 0.3)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(dense_attention(q2, k2, v2, 6, 0.3)),
+                               atol=1e-6, rtol=0)  # float32, 2-term sums

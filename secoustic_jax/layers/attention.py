@@ -109,13 +109,18 @@ class KVCache(NamedTuple):
 
     keys, values: [B, H, C, Dh] (rotated keys, as in the offline path);
     positions: [B, C] int32 absolute position stored in each slot, -1 = empty;
-    counter: [B] int32 number of tokens this stream has processed (next position).
+    counter: [B] int32 number of tokens this stream has processed (next position);
+    slot: [B] int32 next ring slot to write, the same for every stream of the batch (a
+      stream reset mid-batch keeps it: visibility is decided by `positions`, not by slot
+      order), so a write is one in-place dynamic_update_slice instead of a per-stream
+      scatter, which XLA:CPU turned into copies of the whole ring (2x the 86 Hz step).
     """
 
     keys: jnp.ndarray
     values: jnp.ndarray
     positions: jnp.ndarray
     counter: jnp.ndarray
+    slot: jnp.ndarray
 
 
 def init_kv_cache(batch: int, capacity: int, num_heads: int, head_dim: int,
@@ -125,19 +130,24 @@ def init_kv_cache(batch: int, capacity: int, num_heads: int, head_dim: int,
         raise ValueError(f"need batch, capacity >= 1, got {batch}, {capacity}")
     shape = (batch, num_heads, capacity, head_dim)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
-                   jnp.full((batch, capacity), -1, jnp.int32), jnp.zeros((batch,), jnp.int32))
+                   jnp.full((batch, capacity), -1, jnp.int32), jnp.zeros((batch,), jnp.int32),
+                   jnp.zeros((batch,), jnp.int32))
 
 
 def reset_kv_cache(cache: KVCache, reset) -> KVCache:
-    """Clears the streams where reset [B] bool is True (slots empty, counter 0)."""
+    """Clears the streams where reset [B] bool is True (slots empty, counter 0).
+
+    Only positions and counters change: an empty slot (position -1) is masked to a -inf
+    logit and its value is finite (`cache_attention` writes non-finite values as 0), so
+    its stale contents contribute exactly zero. Rewriting every ring on each reset-masked
+    step would move the whole cache through memory (the server passes a mask every step).
+    The shared write slot is kept: the other streams of the batch go on writing there.
+    """
     reset = jnp.asarray(reset, bool)
     if reset.shape != cache.counter.shape:
         raise ValueError(f"reset must be [B]={cache.counter.shape}, got {reset.shape}")
-    r4 = reset[:, None, None, None]
-    return KVCache(jnp.where(r4, jnp.zeros_like(cache.keys), cache.keys),
-                   jnp.where(r4, jnp.zeros_like(cache.values), cache.values),
-                   jnp.where(reset[:, None], -1, cache.positions),
-                   jnp.where(reset, 0, cache.counter))
+    return KVCache(cache.keys, cache.values, jnp.where(reset[:, None], -1, cache.positions),
+                   jnp.where(reset, 0, cache.counter), cache.slot)
 
 
 def cache_attention(cache: KVCache, q, k, v, context: int, scale: float):
@@ -147,21 +157,33 @@ def cache_attention(cache: KVCache, q, k, v, context: int, scale: float):
       cache: KVCache with capacity C >= context + c - 1.
       q, k, v: [B, H, c, Dh], already rotated at positions counter + 0..c-1.
     Returns:
-      (new cache with counter advanced by c, [B, H, c, Dh]).
+      (new cache with counter and slot advanced by c, [B, H, c, Dh]).
     """
     c, cap = q.shape[2], cache.keys.shape[2]
     if cap < context + c - 1:
         raise ValueError(f"KV cache capacity {cap} < context {context} + chunk {c} - 1: the "
                          "chunk would overwrite keys its own first queries still need")
     pos = cache.counter[:, None] + jnp.arange(c, dtype=jnp.int32)  # [B, c]
-    slots = pos % cap
-    # Per-item scatter: slots differ between streams once counters diverge (resets).
-    write = jax.vmap(lambda buf, s, new: buf.at[:, s].set(new.astype(buf.dtype)))
-    keys, values = write(cache.keys, slots, k), write(cache.values, slots, v)
-    positions = jax.vmap(lambda p, s, new: p.at[s].set(new))(cache.positions, slots, pos)
+    slots = (cache.slot[0] + jnp.arange(c, dtype=jnp.int32)) % cap  # shared by the batch
+    # A NaN/Inf value (from a NaN input) stays out of the ring: once its slot is masked
+    # (reset, or out of the window) 0 * NaN would still poison the softmax-weighted sum.
+    # The chunk's own outputs below still carry it (through its keys and queries).
+    v = jnp.where(jnp.isfinite(v), v, 0)
+    if c == 1:
+        # XLA rewrites a one-index scatter as a dynamic-update-slice, which XLA:CPU then
+        # copies (the whole ring, twice, per layer: 2x the 86 Hz step); writing the row
+        # twice at the same slot keeps a real scatter, which updates the donated ring in
+        # place (same value both times, so the result is deterministic).
+        slots, pos_w, k, v = (jnp.concatenate([a, a], axis=-2 if a.ndim == 4 else -1)
+                              for a in (slots, pos, k, v))
+    else:
+        pos_w = pos
+    keys = cache.keys.at[:, :, slots].set(k.astype(cache.keys.dtype))
+    values = cache.values.at[:, :, slots].set(v.astype(cache.values.dtype))
+    positions = cache.positions.at[:, slots].set(pos_w)
     mask = window_mask(pos, positions, context)[:, None]  # [B, 1, c, C]
     out = attend(q, keys.astype(q.dtype), values.astype(q.dtype), mask, scale)
-    return KVCache(keys, values, positions, cache.counter + c), out
+    return KVCache(keys, values, positions, cache.counter + c, (cache.slot + c) % cap), out
 
 
 class MultiHeadAttention(nn.Module):

@@ -12,7 +12,8 @@ the official streaming):
         seanet       {layer_i: [B, k_eff - s, C_in] | ResBlock {block_1, block_3}}  causal
                      conv left context (layers.seanet.SEANetEncoder.init_state)
         transformer  tuple of num_layers KVCache: keys/values [B, H, K + c - 1, Dh],
-                     positions [B, K + c - 1] int32 (-1 = empty), counter [B] int32
+                     positions [B, K + c - 1] int32 (-1 = empty), counter [B] int32,
+                     slot [B] int32 (write slot, shared by the batch)
                      (semantic stack on the token path, acoustic stack on the acoustic path)
       dec: DecoderState
         connector    tuple of KVCache (token path; empty tuple on the acoustic path)
@@ -34,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax.config.model import CodecConfig
-from secoustic_jax.layers.attention import init_kv_cache
+from secoustic_jax.layers.attention import KVCache, init_kv_cache, reset_kv_cache
 from secoustic_jax.layers.common import dtype_of
 from secoustic_jax.layers.seanet import SEANetDecoder, SEANetEncoder
 
@@ -158,11 +159,13 @@ def apply_reset(state, fresh, reset):
     reset = jnp.asarray(reset, bool)
 
     def pick(f, s):
+        if isinstance(s, KVCache):  # keeps the batch-shared write slot of the ring
+            return reset_kv_cache(s, reset)
         if reset.shape != (s.shape[0],):
             raise ValueError(f"reset mask must have shape [{s.shape[0]}], got {reset.shape}")
         return jnp.where(reset.reshape((-1,) + (1,) * (s.ndim - 1)), f, s)
 
-    return jax.tree.map(pick, fresh, state)
+    return jax.tree.map(pick, fresh, state, is_leaf=lambda x: isinstance(x, KVCache))
 
 
 def state_signature(state) -> list[tuple]:
