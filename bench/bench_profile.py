@@ -69,6 +69,7 @@ def _codec_functions(preset: str, frames: int) -> dict:
                       f.connector),
         "seanet_decoder": (fn(lambda m, x: m.decoder(x)), (variables, lat), f.decoder),
         "encode": (fn("encode"), (variables, mel), inf["encode"]),
+        "encode_tokens": (fn("encode_tokens"), (variables, mel), inf["encode_tokens"]),
         "decode_tokens": (fn("decode_tokens"), (variables, tok, g), inf["decode_tokens"]),
         "decode_acoustic": (fn("decode_acoustic"), (variables, lat), inf["decode_acoustic"]),
     }

@@ -4,6 +4,7 @@
     codec.save("ckpt/86hz"); codec = Codec.load("ckpt/86hz")
     mel = codec.mel(wav, 22050)                            # [B, T, 80]
     enc = codec.encode_mel(mel, lengths)                   # tokens [B, T'] int32, acoustic, ...
+    tokens = codec.encode_tokens(mel, lengths)             # tokens only: half the encode cost
     g = codec.prompt_embedding(mel, lengths)               # [B, 512]
     mel_hat = codec.decode_tokens(enc.tokens, g)           # [B, hop*T', 80]
 
@@ -245,6 +246,22 @@ class Codec:
         if added:
             enc = Encoded(enc.tokens[0], enc.acoustic[0], enc.semantic_mu[0], enc.lengths)
         return enc
+
+    def encode_tokens(self, mel, lengths=None) -> np.ndarray:
+        """mel [B, T, 80] (or [T, 80]), lengths [B] -> tokens [B, T'] (or [T']) int32.
+
+        Equal to `encode_mel(...).tokens` at half its cost: the acoustic stack, which only
+        the acoustic path needs, is not run. Token lengths: `config.num_tokens(length)`.
+        """
+        mel, added = _as_batch(mel, 3, "mel")
+        self._check_mel(mel)
+        b, t, _ = mel.shape
+        lens = _lengths(lengths, b, t, "encode_tokens")
+        n_tok = self.config.num_tokens(t)
+        padded = _pad_time(mel, self.config.hop * bucket_length(n_tok))
+        tokens = np.asarray(self._fn("encode_tokens")(padded, jnp.asarray(lens, jnp.int32)))
+        tokens = tokens[:, :n_tok].astype(np.int32)
+        return tokens[0] if added else tokens
 
     def prompt_embedding(self, mel, lengths=None, *, official_crop: bool = False) -> np.ndarray:
         """Paralinguistic vector G (mu) of prompt mels [B, T, 80] (or [T, 80]) -> [B, d].

@@ -114,6 +114,7 @@ def inference(cfg: CodecConfig, frames: int) -> dict[str, float]:
     f = codec_forward(cfg, frames)
     return {
         "encode": f.total("encoder", "encoder_transformer", "semantic", "fsq"),
+        "encode_tokens": f.total("encoder", "semantic", "fsq"),
         "prompt_embedding": f.paralinguistic,
         "decode_tokens": f.total("fsq", "connector", "decoder_transformer", "decoder"),
         "decode_acoustic": f.total("decoder_transformer", "decoder"),

@@ -134,6 +134,29 @@ def test_21_5hz_padded_batch_equals_single_items(tiny21, rng):
     assert np.abs(np.asarray(unmasked.acoustic)[0, 9] - enc.acoustic[0, 9]).max() > 1e-3
 
 
+@pytest.mark.parametrize("preset", ["tiny", "tiny_21_5hz"])
+def test_encode_tokens_equals_encode_mel_tokens(preset, rng):
+    """The tokenizer entry point skips the acoustic stack but gives the same tokens,
+    batched with lengths and single items alike."""
+    cfg = codec_preset(preset)
+    codec = Codec(cfg, import_codec_state_dict(random_state_dict(cfg, 3, 8.0), cfg))
+    lengths = [37, 50, 23]
+    mel = rng.standard_normal((3, 50, 80)).astype(np.float32)
+    full = codec.encode_mel(mel, lengths)
+    tokens = codec.encode_tokens(mel, lengths)
+    assert tokens.dtype == np.int32 and tokens.shape == full.tokens.shape
+    assert len(np.unique(tokens)) > 5  # diverse tokens, so equality means something
+    for b, n in enumerate(lengths):
+        k = int(full.lengths[b])
+        np.testing.assert_array_equal(tokens[b, :k], full.tokens[b, :k])
+        np.testing.assert_array_equal(codec.encode_tokens(mel[b, :n]), full.tokens[b, :k])
+    # It compiles without the acoustic stack: fewer FLOPs than encode.
+    cost = lambda m: jax.jit(lambda v, x: codec.module.apply(v, x, method=m)).lower(  # noqa: E731
+        codec.variables, mel[:1]).compile().cost_analysis()
+    costs = [c[0] if isinstance(c, (list, tuple)) else c for c in (cost("encode_tokens"), cost("encode"))]
+    assert costs[0]["flops"] < 0.75 * costs[1]["flops"]
+
+
 def test_prompt_embedding_short_prompts_batched(tiny, rng):
     mel = rng.standard_normal((3, 420, 80)).astype(np.float32)
     lengths = [420, 120, 299]

@@ -81,11 +81,11 @@ def _encode_file(codec, wav_path, prompt_path=None) -> dict:
     sr = codec.config.mel.sample_rate
     wav, source_sr = load_audio(wav_path, sr)
     mel = codec.mel(wav, sr)
-    enc = codec.encode_mel(mel)
+    tokens = codec.encode_tokens(mel)
     prompt_mel = mel if prompt_path is None else codec.mel(load_audio(prompt_path, sr)[0], sr)
     g = codec.prompt_embedding(prompt_mel)
     return {"format_version": np.int64(NPZ_FORMAT_VERSION), "variant": np.str_(codec.config.variant),
-            "tokens": enc.tokens.astype(np.int32), "paralinguistic": g.astype(np.float32),
+            "tokens": tokens, "paralinguistic": g.astype(np.float32),
             "num_frames": np.int64(mel.shape[0]), "num_samples": np.int64(wav.shape[0]),
             "sample_rate": np.int64(sr), "source_sample_rate": np.int64(source_sr)}
 
