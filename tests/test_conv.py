@@ -168,3 +168,27 @@ def test_causality_of_both_layers(rng):
     vt = convt.init(jax.random.PRNGKey(1), x)
     g = jax.grad(lambda x: convt.apply(vt, x)[0, 5].sum())(x)  # out 5 = 2*2 + 1 sees inputs <= 2
     assert np.all(np.asarray(g)[0, 3:] == 0) and np.any(np.asarray(g)[0, 2] != 0)
+
+
+@pytest.mark.parametrize("shape", [(2, 50, 8, 6, 4, 2, 1), (2, 51, 8, 6, 3, 1, 3), (3, 40, 5, 7, 4, 3, 2),
+                                   (2, 30, 16, 4, 7, 1, 1), (1, 9, 3, 2, 1, 1, 1)])
+def test_conv1d_matmul_gradients_equal_xla_conv_gradients(shape):
+    """conv1d_valid's per-tap matmul VJP == autodiff of lax.conv (strides, dilations, k=1)."""
+    from jax import lax
+
+    from secoustic_jax.layers.conv_grad import DIMENSION_NUMBERS, conv1d_valid
+
+    b, length, c_in, c_out, k, s, d = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((b, length, c_in)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, c_in, c_out)), jnp.float32)
+    ref_fn = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+        x, w, (s,), "VALID", rhs_dilation=(d,), dimension_numbers=DIMENSION_NUMBERS)
+    y = conv1d_valid(x, w, s, d)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_fn(x, w)))  # same forward op
+    g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    got = jax.vjp(lambda x, w: conv1d_valid(x, w, s, d), x, w)[1](g)
+    ref = jax.vjp(ref_fn, x, w)[1](g)
+    for a, r in zip(got, ref):
+        # float32 sums of <= B*T'*k terms of unit-variance products in another order.
+        np.testing.assert_allclose(np.asarray(a), np.asarray(r), atol=2e-5 * np.abs(r).max(), rtol=0)

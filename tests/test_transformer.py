@@ -103,7 +103,9 @@ def test_layer_norm_matches_torch(rng):
 def test_stack_matches_torch(rng, layers, dense_max):
     cfg = dataclasses.replace(TINY, num_layers=layers, dense_attention_max_len=dense_max)
     params = randomized_params(cfg)
-    x = rng.standard_normal((2, 300, 64)).astype(np.float32)  # 300 > context 250
+    # 400 > context 250, and > block 64 + 249, so dense_max=0 takes the banded form.
+    x = rng.standard_normal((2, 400, 64)).astype(np.float32)
+    assert cfg.uses_dense_attention(400) == (dense_max > 0)
     got = np.asarray(jax.jit(ProjectedTransformer(cfg).apply)(params, jnp.asarray(x)))
     ref = torch_stack(x, params, cfg)
     # float32 matmuls/softmax in another order: measured 7e-7 on values |x| ~ 4.

@@ -78,7 +78,15 @@ class TransformerConfig:
     layer_scale: float = 0.01  # initial LayerScale value
     norm_eps: float = 1e-5
     attention_block: int = 128  # query block of the banded attention (offline)
-    dense_attention_max_len: int = 0  # use the dense oracle up to this length (0 = never)
+    # The dense form is used whenever T <= attention_block + context - 1 (the band width):
+    # there its T^2 logits are no more than the band's, and its backward pass is ~7x
+    # faster on XLA:CPU (training crops: 260 tokens at 86 Hz). This field extends it to
+    # longer inputs (memory O(T^2) up to that length).
+    dense_attention_max_len: int = 0
+
+    def uses_dense_attention(self, length: int) -> bool:
+        """Whether offline attention over `length` tokens takes the dense form."""
+        return length <= max(self.dense_attention_max_len, self.attention_block + self.context - 1)
 
     @property
     def head_dim(self) -> int:

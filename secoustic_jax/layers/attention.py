@@ -222,7 +222,7 @@ class MultiHeadAttention(nn.Module):
         """Offline attention. x: [B, T, d]; positions [T] or [B, T] (RoPE only). -> [B, T, d]."""
         q, k, v = self._qkv(x, positions)
         cfg = self.cfg
-        if x.shape[1] <= cfg.dense_attention_max_len:
+        if cfg.uses_dense_attention(x.shape[1]):
             a = dense_attention(q, k, v, cfg.context)
         else:
             a = banded_attention(q, k, v, cfg.context, cfg.attention_block)

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax.layers.common import CONV_IN, CONV_K, CONV_OUT, param, torch_uniform
-
-_DN = ("NWC", "WIO", "NWC")  # channels-last activations, [k, in, out] kernels
+from secoustic_jax.layers.conv_grad import DIMENSION_NUMBERS as _DN
+from secoustic_jax.layers.conv_grad import conv1d_valid
 
 
 def effective_kernel(kernel_size: int, dilation: int) -> int:
@@ -123,9 +123,7 @@ class CausalConv1d(nn.Module):
                 x = jnp.pad(x, ((0, 0), (0, (-length) % self.stride), (0, 0)))
             buf = jnp.concatenate([state.astype(x.dtype), x], axis=1)
             state = buf[:, buf.shape[1] - self.state_frames:].astype(state.dtype)
-        y = jax.lax.conv_general_dilated(
-            buf.astype(self.dtype), kernel, window_strides=(self.stride,), padding="VALID",
-            rhs_dilation=(self.dilation,), dimension_numbers=_DN)
+        y = conv1d_valid(buf.astype(self.dtype), kernel, self.stride, self.dilation)
         return state, y + bias
 
 

@@ -65,8 +65,15 @@ class TransformerLayer(nn.Module):
         self.layer_scale_2 = LayerScale(d, cfg.layer_scale)
 
     def _feed_forward(self, x):
-        """Second residual branch, x [B, T, d] -> [B, T, d]."""
-        h = self.linear2(jax.nn.gelu(self.linear1(self.norm2(x)), approximate=False))
+        """Second residual branch, x [B, T, d] -> [B, T, d].
+
+        The MLP runs on [B*T, d] rows: XLA:CPU differentiates exact GELU between two
+        [B, T, .] matmuls 2.3x slower than the same rows flattened (measured 123 vs 52 ms
+        at [4, 260, 512] -> 2048), with the same forward values.
+        """
+        b, t, d = x.shape
+        h = self.norm2(x).reshape(b * t, d)
+        h = self.linear2(jax.nn.gelu(self.linear1(h), approximate=False)).reshape(b, t, d)
         return x + self.layer_scale_2(h)
 
     def __call__(self, x, positions):
