@@ -231,13 +231,7 @@ class Codec:
 
         Items are right-padded; outputs beyond an item's length are padding.
         """
-        mel, added = _as_batch(mel, 3, "mel")
-        self._check_mel(mel)
-        b, t, _ = mel.shape
-        lens = _lengths(lengths, b, t, "encode_mel")
-        hop = self.config.hop
-        n_tok = self.config.num_tokens(t)
-        padded = _pad_time(mel, hop * bucket_length(n_tok))
+        padded, lens, n_tok, added = self._bucketed_mel(mel, lengths, "encode_mel")
         out = self._fn("encode")(padded, jnp.asarray(lens, jnp.int32))
         tok_lens = np.array([self.config.num_tokens(int(n)) for n in lens], np.int64)
         cut = lambda a: np.asarray(a)[:, :n_tok]  # noqa: E731
@@ -253,12 +247,7 @@ class Codec:
         Equal to `encode_mel(...).tokens` at half its cost: the acoustic stack, which only
         the acoustic path needs, is not run. Token lengths: `config.num_tokens(length)`.
         """
-        mel, added = _as_batch(mel, 3, "mel")
-        self._check_mel(mel)
-        b, t, _ = mel.shape
-        lens = _lengths(lengths, b, t, "encode_tokens")
-        n_tok = self.config.num_tokens(t)
-        padded = _pad_time(mel, self.config.hop * bucket_length(n_tok))
+        padded, lens, n_tok, added = self._bucketed_mel(mel, lengths, "encode_tokens")
         tokens = np.asarray(self._fn("encode_tokens")(padded, jnp.asarray(lens, jnp.int32)))
         tokens = tokens[:, :n_tok].astype(np.int32)
         return tokens[0] if added else tokens
@@ -313,6 +302,18 @@ class Codec:
         mel = np.asarray(self._fn("decode_acoustic")(_pad_time(a, bucket_length(n))))
         mel = mel[:, : self.config.hop * n]
         return mel[0] if added else mel
+
+    def _bucketed_mel(self, mel, lengths, what: str):
+        """Validated mel right-padded to its token bucket -> (padded [B, hop*bucket, 80],
+        lengths [B] (numpy), token count T' of the unpadded input, whether a batch axis
+        was added)."""
+        mel, added = _as_batch(mel, 3, "mel")
+        self._check_mel(mel)
+        b, t, _ = mel.shape
+        lens = _lengths(lengths, b, t, what)
+        n_tok = self.config.num_tokens(t)
+        padded = _pad_time(mel, self.config.hop * bucket_length(n_tok))
+        return padded, lens, n_tok, added
 
     def _check_mel(self, mel: np.ndarray) -> None:
         if mel.shape[2] != self.config.mel.n_mels:

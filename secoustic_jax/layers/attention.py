@@ -112,8 +112,9 @@ class KVCache(NamedTuple):
     counter: [B] int32 number of tokens this stream has processed (next position);
     slot: [B] int32 next ring slot to write, the same for every stream of the batch (a
       stream reset mid-batch keeps it: visibility is decided by `positions`, not by slot
-      order), so a write is one in-place dynamic_update_slice instead of a per-stream
-      scatter, which XLA:CPU turned into copies of the whole ring (2x the 86 Hz step).
+      order), so a write is one shared-index scatter that XLA applies to the donated ring
+      in place (a per-stream scatter at batch 1 became a dynamic-update-slice that XLA:CPU
+      wrapped in copies of the whole ring: 2x the 86 Hz step).
     """
 
     keys: jnp.ndarray
