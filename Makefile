@@ -8,16 +8,17 @@ PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: install sysdeps test test-full demo bench corpus clean
+.PHONY: install sysdeps kernels test test-full demo bench corpus clean
 
-# Debian packages: synthesizers for the embedded corpus, sox, Asterisk prompts for evaluation.
-SYS_PKGS := festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k \
+# Debian packages: synthesizers for the embedded corpus, sox, Asterisk prompts for evaluation,
+# g++ for the CPU custom-call kernels (secoustic_jax/kernels).
+SYS_PKGS := g++ festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k \
     festvox-us-slt-hts flite espeak-ng libespeak-ng1 sox libsox-fmt-all \
     asterisk-core-sounds-en asterisk-core-sounds-en-g722
 
 $(SYSSTAMP):
 	@mkdir -p $(VENV)
-	@if ! command -v festival >/dev/null || ! command -v flite >/dev/null || ! command -v espeak-ng >/dev/null \
+	@if ! command -v g++ >/dev/null || ! command -v festival >/dev/null || ! command -v flite >/dev/null || ! command -v espeak-ng >/dev/null \
 	    || [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison ]; then \
 	  echo "== installing Debian packages: $(SYS_PKGS)"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -33,7 +34,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[torch,eval,data,dev]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
-install: $(STAMP) $(SYSSTAMP)
+# The kernel library is named by a hash of its source, jaxlib and flags: this is a no-op
+# when it is current, and a rebuild after any change to secoustic_jax/kernels/*.cc.
+kernels: $(STAMP) $(SYSSTAMP)
+	@$(PY) -m secoustic_jax.kernels >/dev/null
+
+install: $(STAMP) $(SYSSTAMP) kernels
 sysdeps: $(SYSSTAMP)
 
 # Fast default set (slow tests excluded by pyproject addopts).

@@ -4,15 +4,16 @@
 
 Full presets, random weights (fsq.project_in rescaled on speech so tokens are diverse,
 model.md §7), CPU. For each preset and weight dtype (float32; bfloat16 kernels in the four
-transformer stacks with float32 accumulation and float32 FSQ):
+transformer stacks through the `secoustic_jax.kernels` mat-vec, float32 accumulation,
+float32 FSQ):
 - encode_step, decode_step and the fused step at batch 1, one token per call, timed over
   `--steps` steps **after** 260 warm steps (the KV rings are full: beyond token 250);
   median / p90 / p99 in ms and RTF = step / token period;
 - first-frame compute latency (evaluation.md §4.10): front end + encode + decode on a
   fresh state, after warm-up on another state;
 - token change rate of bf16 vs float32 over the same speech;
-- float32 fused step at growing batch: the largest batch whose median step stays within
-  the token period (real time).
+- the fused step at growing batch, per weight dtype: the largest batch whose median step
+  stays within the token period (real time).
 Writes bench/results/streaming.json (with the machine description and load average).
 """
 
@@ -142,7 +143,7 @@ def _first_frame(cfg, v, g, repeats=20):
 
 
 def _max_realtime_batch(cfg, v, batches, steps=30):
-    """float32 fused step at batch B (ring cost does not depend on fill: fixed 250 slots)."""
+    """Fused step at batch B (ring cost does not depend on fill: fixed 250 slots)."""
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.server import fused_step
     period = 1000.0 / cfg.token_rate
@@ -185,11 +186,12 @@ def _table(result: dict) -> list[dict]:
         rows.append({"what": f"stream {name}: bf16-weight token change vs float32",
                      "value": f"{out['bf16_token_change_rate']:.2%}", "reference": "-",
                      "note": f"{out['distinct_tokens_f32']} distinct tokens (rescaled FSQ)"})
-        c = out["concurrency_float32"]
-        rows.append({"what": f"stream {name}: concurrent real-time streams (float32)",
-                     "value": str(c["max_realtime_batch"]),
-                     "reference": ">= 16 (target, 21.5 Hz)" if name == "21_5hz" else "-",
-                     "note": "largest batch whose median fused step <= token period"})
+        for dt in ("float32", "bfloat16"):
+            c = out["concurrency_" + dt]
+            rows.append({"what": f"stream {name}: concurrent real-time streams ({dt} weights)",
+                         "value": str(c["max_realtime_batch"]),
+                         "reference": ">= 16 (target, 21.5 Hz)" if name == "21_5hz" else "-",
+                         "note": "largest batch whose median fused step <= token period"})
     return rows
 
 
@@ -218,23 +220,23 @@ def main(argv=None) -> int:
                   _speech(cfg.hop * (args.warm + args.steps)).reshape(-1, cfg.hop, 80)]
         g = np.zeros((1, cfg.transformer.d_model), np.float32)
         out = {"token_period_ms": round(1000.0 / cfg.token_rate, 3)}
-        for label, v in (("float32", v32), ("bfloat16_weights", bf16_weights(v32))):
-            # bf16 (slow fused mat-vec on XLA:CPU): 10 warm + 50 timed steps; the ring cost
-            # does not depend on its fill (all 250 slots are computed every step).
-            warm, steps = (args.warm, args.steps) if label == "float32" else (10, 50)
-            res, toks = _bench_dtype(cfg, v, warm, steps, frames, g)
-            res["warm_steps"] = warm
+        weights = {"float32": v32, "bfloat16_weights": bf16_weights(v32)}
+        for label, v in weights.items():
+            res, toks = _bench_dtype(cfg, v, args.warm, args.steps, frames, g)
+            res["warm_steps"] = args.warm
             res.update(_first_frame(cfg, v, g))
             out[label] = res
             out.setdefault("_tokens", {})[label] = toks
             print(f"  {label}: {res}", flush=True)
         t32, t16 = out["_tokens"].pop("float32"), out["_tokens"].pop("bfloat16_weights")
         del out["_tokens"]
-        out["bf16_token_change_rate"] = round(float(np.mean(t32[:len(t16)] != t16)), 4)
+        out["bf16_token_change_rate"] = round(float(np.mean(t32 != t16)), 4)
         out["bf16_tokens_compared"] = len(t16)
         out["distinct_tokens_f32"] = int(len(np.unique(t32)))
         batches = getattr(args, "batches_" + name)
-        out["concurrency_float32"] = _max_realtime_batch(cfg, v32, batches)
+        for label, v in weights.items():
+            key = "concurrency_" + ("float32" if label == "float32" else "bfloat16")
+            out[key] = _max_realtime_batch(cfg, v, batches)
         result["presets"][name] = out
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["table"] = _table(result)

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--vocoder", default="griffin-lim",
                    help="hift.pt / saved vocoder dir (streams), or griffin-lim (offline at end)")
     p.add_argument("--vocoder-block", type=int, default=16, help="HiFT window core, frames")
+    p.add_argument("--bf16-weights", action="store_true",
+                   help="bfloat16 transformer kernels, float32 accumulation and FSQ "
+                        "(streaming.lowp; ~25 %% faster per step at batch 1 on CPU)")
     p.add_argument("--official-streaming", action="store_true",
                    help="emulate the official 249-key streaming attention (model.md 16.2)")
     p.set_defaults(func=run)
@@ -46,6 +49,9 @@ def _stream(codec, wav, g, m, args):
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.frontend import StreamingMel
     cfg, v = codec.config, codec.variables
+    if args.bf16_weights:
+        from secoustic_jax.streaming.lowp import bf16_weights
+        v = bf16_weights(v)
     hop = cfg.hop
     state = cs.init_state(v, cfg, 1, chunk_tokens=m,
                           official_streaming=args.official_streaming)
@@ -111,6 +117,7 @@ def run(args) -> int:
     ms = np.asarray(times) * 1e3
     algo = 1000.0 * m * cfg.hop * cfg.mel.hop_length / sr + lookahead_ms(cfg.mel)
     print(f"stream: {cfg.variant}, {m} token(s) per step ({m * period:.2f} ms), "
+          f"{'bfloat16' if args.bf16_weights else 'float32'} weights, "
           f"{len(ms)} steps, wrote {args.out}")
     print(f"first packet: algorithmic {algo:.1f} ms + compute {ms[0]:.1f} ms "
           f"(first step, includes compilation) = {algo + ms[0]:.1f} ms")

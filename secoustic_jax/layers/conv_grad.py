@@ -23,7 +23,19 @@ from jax import lax
 DIMENSION_NUMBERS = ("NWC", "WIO", "NWC")  # activations [B, L, C], kernels [k, in, out]
 
 
+# Outputs per call up to which the forward is one matmul over gathered taps (im2col):
+# streaming steps emit 1-4 frames, where XLA:CPU's conv ran at ~9 GB/s of weight bytes and
+# the [B*n, k*C_in] @ [k*C_in, C_out] dot at memory bandwidth (bench/NOTES.md section 5).
+IM2COL_MAX_OUT = 4
+
+
 def _conv(x, w, stride: int, dilation: int):
+    k, c_in, c_out = w.shape
+    n_out = (x.shape[1] - (k - 1) * dilation - 1) // stride + 1
+    if 0 < n_out <= IM2COL_MAX_OUT:
+        taps = jnp.stack([_tap(x, j, n_out, stride, dilation) for j in range(k)], axis=2)
+        y = taps.reshape(-1, k * c_in) @ w.reshape(k * c_in, c_out)
+        return y.reshape(x.shape[0], n_out, c_out)
     return lax.conv_general_dilated(x, w, window_strides=(stride,), padding="VALID",
                                     rhs_dilation=(dilation,),
                                     dimension_numbers=DIMENSION_NUMBERS)

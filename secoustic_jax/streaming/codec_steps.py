@@ -62,8 +62,8 @@ def _model(meta):
 
 
 def _apply(meta, variables, *args, method):
-    """model.apply; with bfloat16 kernels (lowp.bf16_weights) Dense layers run as float32-
-    accumulating fused mat-vecs (lowp.bf16_matvec) instead of XLA:CPU's slow bf16 dot."""
+    """model.apply; with bfloat16 kernels (lowp.bf16_weights) Dense layers run through the
+    bf16 mat-vec custom call (lowp.bf16_matvec) instead of XLA:CPU's slow bf16 dot."""
     model = _model(meta)
     if any(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(variables)):
         from secoustic_jax.streaming.lowp import bf16_matvec

@@ -1,12 +1,13 @@
-"""bfloat16 weights with float32 accumulation for batch-1 streaming steps (issue 6 targets).
+"""bfloat16 weights with float32 accumulation for small-batch streaming steps (issue 6).
 
 At one token per step the step is a chain of matrix-vector products, so its floor is the
 weight bytes read per step (~300 MB float32 at full size). `bf16_weights` halves them for
 the four transformer stacks; `bf16_matvec()` is a `flax.linen.intercept_methods`
-interceptor that makes every `nn.Dense` holding a bfloat16 kernel compute
-sum(x[..., :, None] * float32(kernel)) in float32 (XLA:CPU fuses the convert into the
-reduction; its bf16 `dot` path is ~25x slower than float32 on this machine kind).
-FSQ (project_in, bound, rounding) stays float32: `fsq` is never cast.
+interceptor that makes every `nn.Dense` holding a bfloat16 kernel call the
+`secoustic_jax.kernels.bf16_matvec` custom call (bf16 rows widened in registers, float32
+accumulation; XLA:CPU's own bf16 dot is ~15x slower than its float32 dot at M = 1).
+Activations, LayerNorm, attention, SEANet and FSQ (project_in, bound, rounding) stay
+float32: only transformer kernels are cast, `fsq` never.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def _intercept(next_fun, args, kwargs, context):
     if isinstance(module, nn.Dense) and context.method_name == "__call__":
         kernel = module.get_variable("params", "kernel")
         if kernel is not None and kernel.dtype == jnp.bfloat16:
+            from secoustic_jax.kernels import bf16_matvec as matvec_kernel
+
             (x,) = args
-            y = jnp.sum(x.astype(jnp.float32)[..., :, None] * kernel.astype(jnp.float32),
-                        axis=-2)
+            y = matvec_kernel(x.astype(jnp.float32), kernel)
             if module.use_bias:
                 y = y + module.get_variable("params", "bias").astype(jnp.float32)
             return y.astype(module.dtype or jnp.float32)
