@@ -142,7 +142,7 @@ def _first_frame(cfg, v, g, repeats=20):
             "algorithmic_ms": round(1000.0 * need / cfg.mel.sample_rate, 2)}
 
 
-def _max_realtime_batch(cfg, v, batches, steps=30):
+def _max_realtime_batch(cfg, v, batches, steps=60):
     """Fused step at batch B (ring cost does not depend on fill: fixed 250 slots)."""
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.server import fused_step
