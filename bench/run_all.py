@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per bench")
     ap.add_argument("--reuse", action="store_true",
                     help="with --only: also collect the other benches' existing results/*.json (not re-run)")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="run nothing: collect every existing results/*.json into --out")
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -166,7 +168,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     from secoustic_jax.eval.report import package_versions
 
-    selected = discover({s for s in args.only.split(",") if s} or None)
+    selected = [] if args.collect_only else discover({s for s in args.only.split(",") if s} or None)
+    args.reuse = args.reuse or args.collect_only
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
     runs, benches = {}, {}
