@@ -176,8 +176,9 @@ def _sweep_in_subprocess(preset: str, dtype: str, batches) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"sweep {preset} {dtype} failed ({proc.returncode}):\n"
                            f"{proc.stderr[-3000:]}")
-    print(proc.stdout.rstrip().rsplit("\n", 1)[0], flush=True)
-    return json.loads(proc.stdout.rstrip().rsplit("\n", 1)[-1])
+    *log, result = proc.stdout.rstrip().split("\n")
+    print("\n".join(log), flush=True)
+    return json.loads(result)
 
 
 def _sweep_main(preset: str, dtype: str, batches) -> int:

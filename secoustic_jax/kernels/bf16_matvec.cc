@@ -3,8 +3,8 @@
 // by the bytes of weight they read. XLA:CPU's own bf16 dot at M = 1 runs ~10x slower than
 // its float32 dot; this kernel reads half the bytes of the float32 dot.
 //
-// Access pattern (measured on a 2-core Zen 4 VM, bench/NOTES.md section 5): one weight row at a time,
-// so the whole matrix is read as one sequential stream (24.6 GB/s on one core). Four rows
+// Access pattern (measured on a 2-core Zen 4 VM, bench/NOTES.md section 5): one weight row
+// at a time, so the whole matrix is read as one sequential stream (24.6 GB/s on one core). Four rows
 // per pass (four streams 2N bytes apart, a page apart at N = 2048) ran at 13.6 GB/s, and a
 // second thread (XLA's intra-op pool or a spinning helper) added < 10 % in the real step,
 // so the kernel is single-threaded: deterministic, and free to run beside other streams.

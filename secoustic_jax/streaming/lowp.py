@@ -5,7 +5,7 @@ weight bytes read per step (~300 MB float32 at full size). `bf16_weights` halves
 the four transformer stacks; `bf16_matvec()` is a `flax.linen.intercept_methods`
 interceptor that makes every `nn.Dense` holding a bfloat16 kernel call the
 `secoustic_jax.kernels.bf16_matvec` custom call (bf16 rows widened in registers, float32
-accumulation; XLA:CPU's own bf16 dot is ~15x slower than its float32 dot at M = 1).
+accumulation; XLA:CPU's own bf16 dot is ~10x slower than its float32 dot at M = 1).
 Activations, LayerNorm, attention, SEANet and FSQ (project_in, bound, rounding) stay
 float32: only transformer kernels are cast, `fsq` never.
 """
