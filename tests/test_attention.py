@@ -87,9 +87,9 @@ def test_bfloat16_uses_float32_softmax(rng):
     assert np.isfinite(np.asarray(out, np.float32)).all()
 
 
-def run_cache(q, k, v, context, chunks, capacity):
+def run_cache(q, k, v, context, chunks, capacity, dtype=jnp.float32):
     """Feeds q, k, v [B, H, T, Dh] through the ring cache in the given chunk sizes."""
-    cache = init_kv_cache(q.shape[0], capacity, q.shape[1], q.shape[3])
+    cache = init_kv_cache(q.shape[0], capacity, q.shape[1], q.shape[3], dtype)
     outs, t0 = [], 0
     step = jax.jit(cache_attention, static_argnums=(4, 5))
     for c in chunks:
@@ -114,6 +114,42 @@ def test_cache_equals_offline(rng, context):
     cache, rand = run_cache(q, k, v, context, sizes, capacity=context + max(sizes) - 1)
     np.testing.assert_allclose(rand, ref, atol=2e-5, rtol=0)  # as above
     assert np.asarray(cache.counter).tolist() == [400, 400]
+
+
+def _bf16(x):
+    return x.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+@pytest.mark.parametrize("b,context,chunks", [(1, 250, [1] * 300), (16, 9, [1, 3, 2] * 12)])
+def test_bf16_ring_equals_attention_over_rounded_keys_and_values(rng, b, context, chunks):
+    """A bf16 ring (uint16 bit patterns, read by the CPU ring kernels) == the float32
+    offline attention of the same bf16-rounded keys and values; queries stay float32."""
+    t = sum(chunks)
+    q, k, v = qkv(rng, b=b, h=8, t=t, dh=64)
+    cache, got = run_cache(q, k, v, context, chunks, context + max(chunks) - 1, jnp.bfloat16)
+    assert cache.keys.dtype == jnp.uint16 and cache.values.dtype == jnp.uint16
+    ref = np.asarray(dense_attention(q, _bf16(k), _bf16(v), context))
+    # Same bf16 values on both sides; float32 sums in another order (~1e-6 relative, |v| ~ 2).
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0)
+    # ... and the rounding is real: the unrounded float32 attention differs by ~2^-9 |v|.
+    assert np.abs(got - np.asarray(dense_attention(q, k, v, context))).max() > 1e-3
+
+
+def test_bf16_ring_writes_stay_in_place(rng):
+    """XLA:CPU widens bf16 scatters to float32 around the whole ring (250 ms of a 21.5 Hz
+    step at batch 16) and materialises a bf16 <-> uint16 bitcast of it as a copy: the
+    ring is stored as uint16, so the compiled step converts nothing of the ring's size."""
+    q, k, v = qkv(rng, b=16, h=8, t=1, dh=64)
+    cache = init_kv_cache(16, 250, 8, 64, jnp.bfloat16)
+    step = jax.jit(cache_attention, static_argnums=(4, 5), donate_argnums=0)
+    hlo = step.lower(cache, q, k, v, 250, 0.125).compile().as_text()
+    ring_ops = [line for line in hlo.splitlines()
+                if "[16,8,250,64]" in line and ("convert(" in line or "bitcast-convert(" in line)]
+    assert ring_ops == []
+    assert hlo.count("secoustic_bf16_scores") >= 1 and hlo.count("secoustic_bf16_mix") >= 1
+    f32 = jax.jit(cache_attention, static_argnums=(4, 5)).lower(
+        init_kv_cache(16, 250, 8, 64), q, k, v, 250, 0.125).compile().as_text()
+    assert "secoustic_bf16" not in f32  # a float32 ring keeps XLA's dots
 
 
 def test_cache_capacity_too_small_raises(rng):

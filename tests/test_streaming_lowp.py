@@ -49,3 +49,58 @@ def test_bf16_streaming_equals_offline_with_rounded_weights(preset, golden_dir):
     hlo = _fused_jit().lower(v16, cs.init_state(v16, cfg, 1), mel[None, :cfg.hop], g,
                              None).as_text()
     assert n_bf16 > 0 and hlo.count("custom_call @secoustic_bf16_matvec(") == n_bf16
+
+
+def _rounding_kv(fn):
+    """An offline attention whose keys and values are rounded to bf16 first (what a bf16
+    KV ring stores); queries stay float32."""
+    def wrapped(q, k, v, *args, **kwargs):
+        r = lambda x: x.astype(jnp.bfloat16).astype(x.dtype)  # noqa: E731
+        return fn(q, r(k), r(v), *args, **kwargs)
+    return wrapped
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny_21_5hz"])
+def test_bf16_kv_streaming_equals_offline_with_rounded_keys_values(preset, golden_dir,
+                                                                    monkeypatch):
+    """bf16 weights and a bf16 KV ring (kv_dtype="bfloat16"), two streams at once (the
+    batched kernel path) == offline with the same weights and bf16-rounded keys/values,
+    past the attention window."""
+    from secoustic_jax.layers import attention
+
+    cfg, v, _ = diverse_tiny(preset)
+    v16 = bf16_weights({"params": v["params"]})
+    rounded = {"params": jax.tree.map(lambda x: x.astype(jnp.float32), v16["params"]),
+               "batch_stats": v["batch_stats"]}
+    n_tok = cfg.transformer.context + 30
+    mel = np.stack([speech_mel(golden_dir, n_tok * cfg.hop, row=r) for r in (1, 4)])
+    g = np.zeros((2, cfg.transformer.d_model), np.float32)
+    monkeypatch.setattr(attention, "dense_attention", _rounding_kv(attention.dense_attention))
+    monkeypatch.setattr(attention, "banded_attention", _rounding_kv(attention.banded_attention))
+    ref_t = offline(rounded, cfg, "encode", mel).tokens
+    ref_m = offline(rounded, cfg, "decode_tokens", ref_t, g)
+    monkeypatch.undo()
+    state = cs.init_state(v16, cfg, 2, kv_dtype="bfloat16")
+    assert state.enc.transformer[0].keys.dtype == jnp.uint16  # bf16 bit patterns
+    toks, mels = [], []
+    for i in range(n_tok):
+        state, t, y = fused_step(v16, state, mel[:, i * cfg.hop:(i + 1) * cfg.hop], g)
+        toks.append(np.asarray(t))
+        mels.append(np.asarray(y))
+    np.testing.assert_array_equal(np.concatenate(toks, axis=1), ref_t)
+    # As MEL_ATOL: float32 summation order only; the bf16 roundings are the same both sides.
+    np.testing.assert_allclose(np.concatenate(mels, axis=1), ref_m, atol=MEL_ATOL, rtol=0)
+    assert len(np.unique(ref_t)) > 10
+    # (The tiny model's LayerScale keeps attention's share of the mel below MEL_ATOL, so
+    # the rounding itself is checked where it is visible: tests/test_attention.py.)
+    hlo = _fused_jit().lower(v16, cs.init_state(v16, cfg, 2, kv_dtype="bfloat16"),
+                             mel[:, :cfg.hop], g, None).as_text()
+    rings = 3 * cfg.transformer.num_layers  # encoder, connector and decoder stacks
+    assert hlo.count("custom_call @secoustic_bf16_scores(") == rings
+    assert hlo.count("custom_call @secoustic_bf16_mix(") == rings
+
+
+def test_kv_dtype_is_validated():
+    cfg, v, _ = diverse_tiny("tiny")
+    with pytest.raises(ValueError, match="kv_dtype must be one of"):
+        cs.init_state(v, cfg, 1, kv_dtype="float16")

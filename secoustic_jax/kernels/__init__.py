@@ -1,12 +1,16 @@
 """CPU custom calls (XLA FFI), built from source with the host C++ compiler on first use.
 
-`bf16_matvec(x, w)`: x f32[..., K] @ float32(w bf16[K, N]) -> f32[..., N], float32
-accumulation, for the small-batch streaming steps (see bf16_matvec.cc for why XLA:CPU's
-own bf16 dot is not used). The only kernel so far.
+For the streaming steps, which read every weight and every key/value ring once per token
+(XLA:CPU's own bf16 dot is ~10x slower than its float32 dot there; see the .cc files):
 
-The shared library goes to `$SECOUSTIC_KERNEL_DIR` (default `~/.cache/secoustic-jax/
-kernels`), named by a hash of the source, the jaxlib version (the FFI headers come from
-it) and the compiler flags, so a stale build is never loaded. `make install` builds it
+- `bf16_matvec(x, w)`: x f32[..., K] @ float32(w bf16[K, N]) -> f32[..., N];
+- `bf16_scores(q, k)`: q f32[G, c, D] . k bf16[G, C, D] -> f32[G, c, C] (attention logits);
+- `bf16_mix(p, v)`: p f32[G, c, C] @ v bf16[G, C, D] -> f32[G, c, D] (weighted values).
+
+All accumulate in float32 and are deterministic. One shared library holds them; it goes
+to `$SECOUSTIC_KERNEL_DIR` (default `~/.cache/secoustic-jax/kernels`), named by a hash of
+the sources, the jaxlib version (the FFI headers come from it) and the compiler flags, so
+a stale build is never loaded. `make install` builds it
 (`python -m secoustic_jax.kernels`); a missing compiler is a clear error, not a fallback.
 Nothing is built, loaded or registered at import time.
 """
@@ -22,9 +26,12 @@ import shutil
 import subprocess
 import tempfile
 
-SOURCE = pathlib.Path(__file__).with_name("bf16_matvec.cc")
-TARGET = "secoustic_bf16_matvec"
-SYMBOL = "SecousticBf16Matvec"
+HERE = pathlib.Path(__file__).parent
+SOURCES = tuple(HERE / n for n in ("bf16_common.h", "bf16_matvec.cc", "bf16_attention.cc"))
+# FFI target name -> exported handler symbol.
+TARGETS = {"secoustic_bf16_matvec": "SecousticBf16Matvec",
+           "secoustic_bf16_scores": "SecousticBf16Scores",
+           "secoustic_bf16_mix": "SecousticBf16Mix"}
 # -march=native: the library is built on the machine that runs it (AVX-512 where present,
 # a scalar loop elsewhere); -ffp-contract=off keeps the written fma order exact.
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c++17", "-fPIC", "-shared", "-w")
@@ -36,10 +43,12 @@ def _cache_dir() -> pathlib.Path:
 
 
 def library_path() -> pathlib.Path:
-    """Where the library for this source, jaxlib and flag set lives (built or not)."""
+    """Where the library for these sources, jaxlib and flag set lives (built or not)."""
     import jaxlib
 
-    h = hashlib.sha256(SOURCE.read_bytes())
+    h = hashlib.sha256()
+    for src in SOURCES:
+        h.update(src.name.encode() + b"\0" + src.read_bytes())
     h.update(jaxlib.__version__.encode())
     h.update(" ".join(FLAGS).encode())
     return _cache_dir() / f"libsecoustic_kernels-{h.hexdigest()[:16]}.so"
@@ -59,11 +68,12 @@ def build(force: bool = False) -> pathlib.Path:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("secoustic_jax.kernels: no C++ compiler (g++/c++, or $CXX) to build "
-                           f"{SOURCE.name}; install g++ (`make install` does) and retry")
+                           "secoustic_jax/kernels; install g++ (`make install` does) and retry")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
-    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}",
+           *(str(s) for s in SOURCES if s.suffix == ".cc"), "-o", tmp]
     try:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -71,7 +81,7 @@ def build(force: bool = False) -> pathlib.Path:
             raise RuntimeError(f"secoustic_jax.kernels: cannot run the C++ compiler {cxx!r} "
                                f"({e}); install g++ or set $CXX") from e
         if proc.returncode != 0:
-            raise RuntimeError(f"secoustic_jax.kernels: building {SOURCE.name} failed "
+            raise RuntimeError("secoustic_jax.kernels: building the kernels failed "
                                f"({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
         os.replace(tmp, out)
     finally:
@@ -81,14 +91,23 @@ def build(force: bool = False) -> pathlib.Path:
 
 
 @functools.cache
-def load() -> str:
-    """Builds if needed, loads the library and registers its FFI target (once per process)."""
+def load() -> tuple[str, ...]:
+    """Builds if needed, loads the library and registers its FFI targets (once per process)."""
     import jax
 
     lib = ctypes.cdll.LoadLibrary(str(build()))
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(getattr(lib, SYMBOL)),
-                                platform="cpu")
-    return TARGET
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                    platform="cpu")
+    return tuple(TARGETS)
+
+
+def _call(target: str, shape, *args):
+    load()
+    import jax
+    import jax.numpy as jnp
+
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32))(*args)
 
 
 def bf16_matvec(x, w):
@@ -107,5 +126,48 @@ def bf16_matvec(x, w):
                          f"{list(w.shape)}")
     lead, (k, n) = x.shape[:-1], w.shape
     x2 = x.astype(jnp.float32).reshape(-1, k)
-    y = jax.ffi.ffi_call(load(), jax.ShapeDtypeStruct((x2.shape[0], n), jnp.float32))(x2, w)
-    return y.reshape(*lead, n)
+    return _call("secoustic_bf16_matvec", (x2.shape[0], n), x2, w).reshape(*lead, n)
+
+
+def _ring_bits(name: str, a, ring, contract_axis: int):
+    """The ring as uint16 bf16 bit patterns (the FFI operand type), after shape checks.
+
+    A bf16 array is bitcast here, which XLA:CPU materialises as a copy: streaming rings are
+    stored as uint16 already (layers.attention.BF16_BITS).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if ring.ndim != 3 or ring.dtype not in (jnp.bfloat16, jnp.uint16):
+        raise ValueError(f"{name}: the ring must be bf16[G, C, D] (or its uint16 bit "
+                         f"patterns), got {ring.dtype}{list(ring.shape)}")
+    if a.ndim != 3 or a.shape[0] != ring.shape[0] or a.shape[2] != ring.shape[contract_axis]:
+        raise ValueError(f"{name}: {list(a.shape)} does not contract with the ring "
+                         f"{list(ring.shape)}")
+    return ring if ring.dtype == jnp.uint16 else jax.lax.bitcast_convert_type(ring, jnp.uint16)
+
+
+def bf16_scores(q, k):
+    """q f32[G, c, D], k bf16[G, C, D] (or uint16 bits) -> f32[G, c, C],
+    s[g, i, t] = q[g, i] . float32(k[g, t]).
+
+    Each dot: 16-lane float32 partial sums over D, then a fixed reduction; deterministic.
+    """
+    import jax.numpy as jnp
+
+    k = _ring_bits("bf16_scores", q, k, 2)
+    g, c, _ = q.shape
+    return _call("secoustic_bf16_scores", (g, c, k.shape[1]), q.astype(jnp.float32), k)
+
+
+def bf16_mix(p, v):
+    """p f32[G, c, C], v bf16[G, C, D] (or uint16 bits) -> f32[G, c, D],
+    o[g, i] = sum_t p[g, i, t] float32(v[g, t]).
+
+    Sequential float32 fma over t (the order of `bf16_matvec`); deterministic.
+    """
+    import jax.numpy as jnp
+
+    v = _ring_bits("bf16_mix", p, v, 1)
+    g, c, _ = p.shape
+    return _call("secoustic_bf16_mix", (g, c, v.shape[2]), p.astype(jnp.float32), v)

@@ -1,35 +1,22 @@
 // y[M, N] = x[M, K] @ float32(w[K, N]) for bfloat16 weights with float32 accumulation: an
-// XLA FFI custom call for the small-M (batch 1-4) streaming steps on CPU, which are bound
-// by the bytes of weight they read. XLA:CPU's own bf16 dot at M = 1 runs ~10x slower than
-// its float32 dot; this kernel reads half the bytes of the float32 dot.
+// XLA FFI custom call for the streaming steps on CPU, which read every transformer weight
+// once per token. XLA:CPU's own bf16 dot at M = 1 runs ~10x slower than its float32 dot;
+// this kernel reads half the bytes of the float32 dot.
 //
-// Access pattern (measured on a 2-core Zen 4 VM, bench/NOTES.md section 5): one weight row
-// at a time, so the whole matrix is read as one sequential stream (24.6 GB/s on one core). Four rows
-// per pass (four streams 2N bytes apart, a page apart at N = 2048) ran at 13.6 GB/s, and a
-// second thread (XLA's intra-op pool or a spinning helper) added < 10 % in the real step,
-// so the kernel is single-threaded: deterministic, and free to run beside other streams.
-// Each y[m, n] accumulates over k = 0..K-1 in order with fused multiply-adds.
+// Two paths, chosen by M (measured on a 2-core Zen 4 VM, bench/NOTES.md section 5):
+// - M = 1 (one stream): one weight row at a time, so the whole matrix is read as one
+//   sequential stream, on the calling thread: 24.6 GB/s. Four rows per pass (four streams
+//   a page apart) ran at 13.6 GB/s, and a second thread added < 10 % in the real step.
+// - M >= 2 (a batch of streams): 64-column register tiles (up to 4 rows x 4 zmm
+//   accumulators over the whole k loop) spread over the caller and one pool thread. At
+//   M = 16 this is FMA-bound: 160 GFLOP/s on 2 cores against 138 for XLA's float32 dot
+//   of the same product, where the row-at-a-time path re-reads each row M times (3x slower).
+// Both paths give bit-identical rows (bf16_common.h: same k order, one fma per term).
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
+#include "bf16_common.h"
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
-
+namespace secoustic {
 namespace {
-
-inline float Bf16ToF32(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;  // bf16 is the top half of an f32
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 // o[n] = fma(a, float32(w[n]), o[n]) for n < N.
 void Axpy(float* o, const uint16_t* w, float a, int64_t N) {
@@ -37,16 +24,14 @@ void Axpy(float* o, const uint16_t* w, float a, int64_t N) {
 #if defined(__AVX512F__)
   const __m512 b = _mm512_set1_ps(a);
   for (; n + 16 <= N; n += 16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + n));
-    const __m512 wf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    _mm512_storeu_ps(o + n, _mm512_fmadd_ps(b, wf, _mm512_loadu_ps(o + n)));
+    _mm512_storeu_ps(o + n, _mm512_fmadd_ps(b, Widen16(w + n), _mm512_loadu_ps(o + n)));
   }
 #endif
   for (; n < N; ++n) o[n] = std::fma(a, Bf16ToF32(w[n]), o[n]);
 }
 
-ffi::Error Bf16MatvecImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::BF16> w,
-                          ffi::ResultBuffer<ffi::F32> y) {
+ffi::Error Bf16MatvecImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                          ffi::Buffer<ffi::BF16> w, ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
   if (xd.size() != 2 || wd.size() != 2 || yd.size() != 2 || xd[1] != wd[0] ||
       yd[0] != xd[0] || yd[1] != wd[1]) {
@@ -57,18 +42,25 @@ ffi::Error Bf16MatvecImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::BF16> w,
   const float* xs = x.typed_data();
   const uint16_t* ws = reinterpret_cast<const uint16_t*>(w.untyped_data());
   float* out = y->typed_data();
-  std::memset(out, 0, sizeof(float) * M * N);
-  // k outer, m inner: row k is read from memory once and from L1 for the other M - 1 rows.
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t m = 0; m < M; ++m) Axpy(out + m * N, ws + k * N, xs[m * K + k], N);
+  if (M == 1) {
+    std::memset(out, 0, sizeof(float) * N);
+    for (int64_t k = 0; k < K; ++k) Axpy(out, ws + k * N, xs[k], N);
+    return ffi::Error::Success();
   }
+  const int64_t tiles = (N + kTileCols - 1) / kTileCols;
+  ParallelFor(pool, tiles, /*helpers=*/1, [&](int64_t t) {
+    const int64_t n0 = t * kTileCols;
+    ColumnBlock(xs, K, ws, N, out, N, M, K, n0, std::min(N, n0 + kTileCols));
+  });
   return ffi::Error::Success();
 }
 
 }  // namespace
+}  // namespace secoustic
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SecousticBf16Matvec, Bf16MatvecImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SecousticBf16Matvec, secoustic::Bf16MatvecImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::BF16>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>());

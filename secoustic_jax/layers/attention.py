@@ -23,6 +23,7 @@ from secoustic_jax.layers.common import EMBED, HEADS, QKV, dtype_of, torch_unifo
 from secoustic_jax.layers.rope import apply_rope
 
 DEFAULT_BLOCKS_PER_STEP = 8  # query blocks vectorised per lax.map step (bounds live logits)
+BF16_BITS = jnp.uint16  # storage dtype of a bfloat16 KV ring (its bit patterns)
 
 
 def window_mask(q_pos: jnp.ndarray, k_pos: jnp.ndarray, context: int) -> jnp.ndarray:
@@ -48,6 +49,38 @@ def attend(q, k, v, mask, scale: float) -> jnp.ndarray:
     out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v,
                      preferred_element_type=jnp.float32)
     return out.astype(q.dtype)
+
+
+def attend_ring(q, keys, values, mask, scale: float) -> jnp.ndarray:
+    """`attend` over a cache ring: keys, values [B, H, C, Dh] as stored in the ring.
+
+    A bf16 ring (BF16_BITS) under float32 queries is read in bf16 on CPU by the
+    `secoustic_jax.kernels` custom calls (logits and weighted values accumulate in float32;
+    mask and softmax stay here): XLA:CPU's own bf16 dot is ~10x slower than its float32
+    one at one query per step, and widening the ring first would move more bytes than a
+    float32 ring. Other platforms widen the ring and use `attend`.
+    """
+    if keys.dtype != BF16_BITS:
+        return attend(q, keys.astype(q.dtype), values.astype(q.dtype), mask, scale)
+
+    def widened(q, keys, values, mask):
+        k, v = (lax.bitcast_convert_type(a, jnp.bfloat16).astype(q.dtype) for a in (keys, values))
+        return attend(q, k, v, mask, scale)
+
+    def on_cpu(q, keys, values, mask):
+        from secoustic_jax.kernels import bf16_mix, bf16_scores  # leaf module: jax only
+
+        b, h, c, dh = q.shape
+        cap = keys.shape[2]
+        logits = bf16_scores(q.reshape(b * h, c, dh), keys.reshape(b * h, cap, dh))
+        logits = jnp.where(mask, logits.reshape(b, h, c, cap) * scale, -jnp.inf)
+        probs = jax.nn.softmax(logits, axis=-1).reshape(b * h, c, cap)
+        return bf16_mix(probs, values.reshape(b * h, cap, dh)).reshape(b, h, c, dh)
+
+    if q.dtype != jnp.float32:
+        return widened(q, keys, values, mask)
+    mask = jnp.broadcast_to(mask, q.shape[:3] + keys.shape[2:3])
+    return lax.platform_dependent(q, keys, values, mask, cpu=on_cpu, default=widened)
 
 
 def dense_attention(q, k, v, context: int, scale: float | None = None) -> jnp.ndarray:
@@ -126,9 +159,14 @@ class KVCache(NamedTuple):
 
 def init_kv_cache(batch: int, capacity: int, num_heads: int, head_dim: int,
                   dtype=jnp.float32) -> KVCache:
-    """An empty cache. capacity must be >= context + chunk - 1 for chunks of `chunk` tokens."""
+    """An empty cache. capacity must be >= context + chunk - 1 for chunks of `chunk` tokens.
+
+    dtype bfloat16 gives rings of BF16_BITS (uint16 bit patterns of bf16 values; see
+    `_ring_write`); every other dtype is stored as itself.
+    """
     if batch < 1 or capacity < 1:
         raise ValueError(f"need batch, capacity >= 1, got {batch}, {capacity}")
+    dtype = BF16_BITS if jnp.dtype(dtype) == jnp.bfloat16 else dtype
     shape = (batch, num_heads, capacity, head_dim)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
                    jnp.full((batch, capacity), -1, jnp.int32), jnp.zeros((batch,), jnp.int32),
@@ -149,6 +187,19 @@ def reset_kv_cache(cache: KVCache, reset) -> KVCache:
         raise ValueError(f"reset must be [B]={cache.counter.shape}, got {reset.shape}")
     return KVCache(cache.keys, cache.values, jnp.where(reset[:, None], -1, cache.positions),
                    jnp.where(reset, 0, cache.counter), cache.slot)
+
+
+def _ring_write(ring, slots, x):
+    """ring [B, H, C, Dh] with x [B, H, n, Dh] written at slots [n] (one shared scatter).
+
+    A bf16 ring is held as its uint16 bit patterns (`init_kv_cache`), so the write is an
+    integer scatter in place: XLA:CPU widens a bf16 scatter to float32 and narrows it back
+    (the whole ring, twice per write: 250 ms of a 21.5 Hz step at batch 16), and a
+    bitcast of a bf16 ring to uint16 around the scatter is materialised as copies (116 ms).
+    """
+    if ring.dtype == BF16_BITS:
+        x = lax.bitcast_convert_type(x.astype(jnp.bfloat16), BF16_BITS)
+    return ring.at[:, :, slots].set(x.astype(ring.dtype))
 
 
 def cache_attention(cache: KVCache, q, k, v, context: int, scale: float):
@@ -179,11 +230,11 @@ def cache_attention(cache: KVCache, q, k, v, context: int, scale: float):
                               for a in (slots, pos, k, v))
     else:
         pos_w = pos
-    keys = cache.keys.at[:, :, slots].set(k.astype(cache.keys.dtype))
-    values = cache.values.at[:, :, slots].set(v.astype(cache.values.dtype))
+    keys = _ring_write(cache.keys, slots, k)
+    values = _ring_write(cache.values, slots, v)
     positions = cache.positions.at[:, slots].set(pos_w)
     mask = window_mask(pos, positions, context)[:, None]  # [B, 1, c, C]
-    out = attend(q, keys.astype(q.dtype), values.astype(q.dtype), mask, scale)
+    out = attend_ring(q, keys, values, mask, scale)
     return KVCache(keys, values, positions, cache.counter + c, (cache.slot + c) % cap), out
 
 

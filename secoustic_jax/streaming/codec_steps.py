@@ -41,17 +41,20 @@ def variables_of(params) -> dict:
 
 
 def init_state(params, config: CodecConfig, batch: int, *, path: str = "tokens",
-               chunk_tokens: int = 1, official_streaming: bool = False) -> StreamState:
+               chunk_tokens: int = 1, official_streaming: bool = False,
+               kv_dtype: str | None = None) -> StreamState:
     """Fresh state for `batch` streams. `params` is checked against the config's depth.
 
     chunk_tokens: the largest chunk (in tokens) any later call will carry.
+    kv_dtype: "bfloat16" halves the KV ring bytes read per step (default: the config's
+      compute dtype); see layers.attention.attend_ring.
     """
     layers = variables_of(params)["params"]["decoder_transformer"]
     n = sum(1 for k in layers if k.startswith("layers_"))
     if n != config.transformer.num_layers:
         raise ValueError(f"params have {n} decoder_transformer layers, config says "
                          f"{config.transformer.num_layers}")
-    meta = make_meta(config, path, chunk_tokens, official_streaming)
+    meta = make_meta(config, path, chunk_tokens, official_streaming, kv_dtype)
     return init_stream_state(meta, batch)
 
 

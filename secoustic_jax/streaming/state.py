@@ -54,12 +54,15 @@ class StreamMeta:
     chunk_tokens: the largest number of tokens one call may carry; KV rings hold
       context + chunk_tokens - 1 slots so a chunk never overwrites keys its own first
       queries still need (model.md §5).
+    kv_dtype: dtype of the KV rings ("float32", or "bfloat16": half the ring bytes read
+      per step, read by the CPU ring kernels; see layers.attention.attend_ring).
     """
 
     config: CodecConfig
     path: str = "tokens"
     context: int = 250
     chunk_tokens: int = 1
+    kv_dtype: str = "float32"
 
     @property
     def capacity(self) -> int:
@@ -105,22 +108,29 @@ class StreamState:
         return int(self.enc.transformer[0].counter.shape[0])
 
 
+KV_DTYPES = ("float32", "bfloat16")
+
+
 def make_meta(config: CodecConfig, path: str = "tokens", chunk_tokens: int = 1,
-              official_streaming: bool = False) -> StreamMeta:
-    """Validated StreamMeta. chunk_tokens >= 1 bounds the tokens per call (ring size)."""
+              official_streaming: bool = False, kv_dtype: str | None = None) -> StreamMeta:
+    """Validated StreamMeta. chunk_tokens >= 1 bounds the tokens per call (ring size);
+    kv_dtype None = the config's compute dtype."""
     if path not in PATHS:
         raise ValueError(f"stream path must be one of {PATHS}, got {path!r}")
+    kv_dtype = config.compute_dtype if kv_dtype is None else kv_dtype
+    if kv_dtype not in KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {kv_dtype!r}")
     if int(chunk_tokens) < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     context = config.transformer.context - (1 if official_streaming else 0)
     if context < 1:
         raise ValueError(f"attention context {context} < 1")
-    return StreamMeta(config, path, context, int(chunk_tokens))
+    return StreamMeta(config, path, context, int(chunk_tokens), kv_dtype)
 
 
 def _rings(meta: StreamMeta, batch: int) -> tuple:
     t = meta.config.transformer
-    dt = dtype_of(meta.config.compute_dtype)
+    dt = dtype_of(meta.kv_dtype)
     return tuple(init_kv_cache(batch, meta.capacity, t.num_heads, t.head_dim, dt)
                  for _ in range(t.num_layers))
 

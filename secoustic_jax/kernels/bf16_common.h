@@ -1,0 +1,133 @@
+// Shared pieces of the CPU custom calls: bf16 widening, the register-tiled
+// y[M, n0:n0+16*NV] = x[M, K] @ float32(w[K, N]) block, and a parallel-for over XLA's
+// intra-op thread pool that is deterministic (each output element is computed by exactly
+// one task, in the same order, whichever thread runs it).
+//
+// Every output element accumulates over k = 0..K-1 in order with one fused multiply-add
+// per term, in every code path (AVX-512 tiles, 16-wide tails, scalar tails), so a row's
+// result does not depend on M, on the tile it fell in, or on the thread that ran it.
+
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace secoustic {
+
+namespace ffi = xla::ffi;
+
+inline float Bf16ToF32(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;  // bf16 is the top half of an f32
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+#if defined(__AVX512F__)
+// 16 bf16 values at p -> 16 float32 lanes (exact).
+inline __m512 Widen16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Rows r < MR of y (row stride ldy), columns n0 .. n0 + 16 NV: accumulators stay in
+// registers for the whole k loop, so each weight vector is widened once per MR rows.
+template <int MR, int NV>
+inline void TileAvx(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
+                    int64_t ldy, int64_t K, int64_t n0) {
+  __m512 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_ps();
+  const uint16_t* wp = w + n0;
+  for (int64_t k = 0; k < K; ++k, wp += ldw) {
+    __m512 wv[NV];
+    for (int j = 0; j < NV; ++j) wv[j] = Widen16(wp + 16 * j);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 b = _mm512_set1_ps(x[r * ldx + k]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_fmadd_ps(b, wv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(y + r * ldy + n0 + 16 * j, acc[r][j]);
+}
+
+template <int NV>
+inline void RowsAvx(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
+                    int64_t ldy, int64_t M, int64_t K, int64_t n0) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) TileAvx<4, NV>(x + m * ldx, ldx, w, ldw, y + m * ldy, ldy, K, n0);
+  const float* xm = x + m * ldx;
+  float* ym = y + m * ldy;
+  switch (M - m) {
+    case 3: TileAvx<3, NV>(xm, ldx, w, ldw, ym, ldy, K, n0); break;
+    case 2: TileAvx<2, NV>(xm, ldx, w, ldw, ym, ldy, K, n0); break;
+    case 1: TileAvx<1, NV>(xm, ldx, w, ldw, ym, ldy, K, n0); break;
+    default: break;
+  }
+}
+#endif
+
+constexpr int64_t kTileCols = 64;  // columns per task of the tiled product (4 zmm)
+
+// y[:, n0:n1] = x[M, K] @ float32(w[K, ldw][:, n0:n1]); n1 - n0 <= kTileCols.
+inline void ColumnBlock(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
+                        int64_t ldy, int64_t M, int64_t K, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+#if defined(__AVX512F__)
+  if (n1 - n == kTileCols) {
+    RowsAvx<4>(x, ldx, w, ldw, y, ldy, M, K, n);
+    return;
+  }
+  for (; n + 16 <= n1; n += 16) RowsAvx<1>(x, ldx, w, ldw, y, ldy, M, K, n);
+#endif
+  for (; n < n1; ++n) {
+    for (int64_t m = 0; m < M; ++m) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc = std::fma(x[m * ldx + k], Bf16ToF32(w[k * ldw + n]), acc);
+      y[m * ldy + n] = acc;
+    }
+  }
+}
+
+// Runs fn(i) for i in [0, n) on the calling thread and up to `helpers` pool threads.
+// Tasks are handed out by an atomic counter; the caller returns once every task that was
+// started has finished. A pool thread that starts late finds no task left and returns at
+// once (the shared state outlives the call), so a busy pool can delay but never block it.
+template <typename Fn>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, int helpers, const Fn& fn) {
+  struct Shared {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto s = std::make_shared<Shared>();
+  helpers = std::max(0, std::min<int>(helpers, static_cast<int>(pool.num_threads())));
+  helpers = static_cast<int>(std::min<int64_t>(helpers, n - 1));
+  // fn is captured by pointer: a late helper never calls it (next >= n by then).
+  auto work = [s, n, f = &fn] {
+    for (int64_t i; (i = s->next.fetch_add(1, std::memory_order_relaxed)) < n;) {
+      (*f)(i);
+      s->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int h = 0; h < helpers; ++h) {
+    auto copy = work;  // Schedule takes the task by value (F&&)
+    pool.Schedule(std::move(copy));
+  }
+  work();
+  while (s->done.load(std::memory_order_acquire) < n) {
+#if defined(__AVX512F__)
+    _mm_pause();
+#endif
+  }
+}
+
+}  // namespace secoustic
