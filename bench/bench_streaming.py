@@ -3,16 +3,16 @@
     .venv/bin/python bench/bench_streaming.py [--presets 86hz 21_5hz] [--steps 200]
 
 Full presets, random weights (fsq.project_in rescaled on speech so tokens are diverse,
-model.md §7), CPU. For each preset and weight dtype (float32; bfloat16 kernels in the four
-transformer stacks through the `secoustic_jax.kernels` mat-vec, float32 accumulation,
-float32 FSQ):
+model.md §7), CPU. For each preset and VARIANT (float32; bfloat16 kernels in the four
+transformer stacks through the `secoustic_jax.kernels` mat-vec; the same plus bfloat16 KV
+rings read by the kernels' ring calls; float32 accumulation and FSQ throughout):
 - encode_step, decode_step and the fused step at batch 1, one token per call, timed over
   `--steps` steps **after** 260 warm steps (the KV rings are full: beyond token 250);
   median / p90 / p99 in ms and RTF = step / token period;
 - first-frame compute latency (evaluation.md §4.10): front end + encode + decode on a
   fresh state, after warm-up on another state;
-- token change rate of bf16 vs float32 over the same speech;
-- the fused step at growing batch, per weight dtype, each sweep in a fresh process: the
+- token change rate of each bf16 variant vs float32 over the same speech;
+- the fused step at growing batch, per variant, each sweep in a fresh process: the
   largest batch whose median step stays within the token period (real time).
 Writes bench/results/streaming.json (with the machine description and load average).
 """
@@ -31,6 +31,9 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN_MEL = ROOT.parent / "shared/reference/golden/codec_tiny_21_5hz_io.npz"
+# label -> (bf16 transformer weights, KV ring dtype)
+VARIANTS = {"float32": (False, "float32"), "bfloat16_weights": (True, "float32"),
+            "bfloat16_weights_kv": (True, "bfloat16")}
 
 
 def _machine() -> dict:
@@ -106,23 +109,30 @@ def _run_steps(step, state, frames, warm, steps):
     return state, ts, outs
 
 
-def _bench_dtype(cfg, v, warm, steps, frames, g):
-    """Batch-1 encode / decode / fused latencies for one weight set; returns (dict, tokens)."""
+def _variant(v32, label):
+    """(variables, kv_dtype) of a VARIANTS entry."""
+    from secoustic_jax.streaming.lowp import bf16_weights
+    bf16, kv = VARIANTS[label]
+    return (bf16_weights(v32) if bf16 else v32), kv
+
+
+def _bench_dtype(cfg, v, warm, steps, frames, g, kv="float32"):
+    """Batch-1 encode / decode / fused latencies for one variant; returns (dict, tokens)."""
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.server import fused_step
     period = 1000.0 / cfg.token_rate
-    st = cs.init_state(v, cfg, 1)
+    st = cs.init_state(v, cfg, 1, kv_dtype=kv)
     st, t_enc, toks = _run_steps(lambda s, m: cs.encode_step(v, s, m), st, frames, warm, steps)
     toks = [np.asarray(t) for t in toks]
     st, t_dec, _ = _run_steps(lambda s, t: cs.decode_step(v, s, t, g), st, toks, warm, steps)
     fused = lambda s, m: (lambda r: (r[0], r[1:]))(fused_step(v, s, m, g))  # noqa: E731
-    st = cs.init_state(v, cfg, 1)
+    st = cs.init_state(v, cfg, 1, kv_dtype=kv)
     st, t_fused, _ = _run_steps(fused, st, frames, warm, steps)
     return {"encode_step": _stats(t_enc, period), "decode_step": _stats(t_dec, period),
             "fused_step": _stats(t_fused, period)}, np.concatenate(toks, axis=1)[0]
 
 
-def _first_frame(cfg, v, g, repeats=20):
+def _first_frame(cfg, v, g, kv="float32", repeats=20):
     """Front end + encode + decode on a fresh state (warm executables), median ms."""
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.frontend import StreamingMel
@@ -130,7 +140,7 @@ def _first_frame(cfg, v, g, repeats=20):
     wav = (0.1 * np.random.default_rng(0).standard_normal(need)).astype(np.float32)
     ts = []
     for _ in range(repeats + 2):
-        st = cs.init_state(v, cfg, 1)
+        st = cs.init_state(v, cfg, 1, kv_dtype=kv)
         fm = StreamingMel(cfg.mel, 1, cfg.hop)
         t0 = time.perf_counter()
         mel = fm.push(wav)
@@ -142,14 +152,14 @@ def _first_frame(cfg, v, g, repeats=20):
             "algorithmic_ms": round(1000.0 * need / cfg.mel.sample_rate, 2)}
 
 
-def _max_realtime_batch(cfg, v, batches, steps=60):
+def _max_realtime_batch(cfg, v, batches, kv="float32", steps=60):
     """Fused step at batch B (ring cost does not depend on fill: fixed 250 slots)."""
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.server import fused_step
     period = 1000.0 / cfg.token_rate
     rows, best = [], 0
     for b in batches:
-        st = cs.init_state(v, cfg, b)
+        st = cs.init_state(v, cfg, b, kv_dtype=kv)
         mel = [np.asarray(_speech(cfg.hop * 8)[None].repeat(b, 0))[:, i * cfg.hop:(i + 1) * cfg.hop]
                for i in range(8)]
         g = np.zeros((b, cfg.transformer.d_model), np.float32)
@@ -181,14 +191,11 @@ def _sweep_in_subprocess(preset: str, dtype: str, batches) -> dict:
     return json.loads(result)
 
 
-def _sweep_main(preset: str, dtype: str, batches) -> int:
+def _sweep_main(preset: str, label: str, batches) -> int:
     from secoustic_jax.config import codec_preset
-    from secoustic_jax.streaming.lowp import bf16_weights
     cfg = codec_preset(preset)
-    v = _random_variables(cfg)
-    if dtype == "bfloat16":
-        v = bf16_weights(v)
-    res = _max_realtime_batch(cfg, v, batches)
+    v, kv = _variant(_random_variables(cfg), label)
+    res = _max_realtime_batch(cfg, v, batches, kv)
     print(json.dumps(res))
     return 0
 
@@ -201,7 +208,7 @@ def _table(result: dict) -> list[dict]:
     """README rows {what, value, reference, note} (bench/run_all.py format)."""
     rows = []
     for name, out in result["presets"].items():
-        for label in ("float32", "bfloat16_weights"):
+        for label in VARIANTS:
             f = out[label]["fused_step"]
             rows.append({"what": f"stream {name} encode+decode step, batch 1, {label}",
                          "value": f"{f['median_ms']} ms median (p90 {f['p90_ms']}, p99 "
@@ -211,12 +218,13 @@ def _table(result: dict) -> list[dict]:
                                  f"{out[label]['decode_step']['median_ms']} ms; first frame "
                                  f"{out[label]['first_frame_ms']} ms + algorithmic "
                                  f"{out[label]['algorithmic_ms']} ms"})
-        rows.append({"what": f"stream {name}: bf16-weight token change vs float32",
-                     "value": f"{out['bf16_token_change_rate']:.2%}", "reference": "-",
-                     "note": f"{out['distinct_tokens_f32']} distinct tokens (rescaled FSQ)"})
-        for dt in ("float32", "bfloat16"):
-            c = out["concurrency_" + dt]
-            rows.append({"what": f"stream {name}: concurrent real-time streams ({dt} weights)",
+        for label in list(VARIANTS)[1:]:
+            rows.append({"what": f"stream {name}: {label} token change vs float32",
+                         "value": f"{out['token_change_rate'][label]:.2%}", "reference": "-",
+                         "note": f"{out['distinct_tokens_f32']} distinct tokens (rescaled FSQ)"})
+        for label in VARIANTS:
+            c = out["concurrency_" + label]
+            rows.append({"what": f"stream {name}: concurrent real-time streams ({label})",
                          "value": str(c["max_realtime_batch"]),
                          "reference": ">= 16 (target, 21.5 Hz)" if name == "21_5hz" else "-",
                          "note": "largest batch whose median fused step <= token period"})
@@ -232,7 +240,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches-21_5hz", type=int, nargs="+", default=[1, 8, 16, 24, 32, 48])
     ap.add_argument("--out", default=str(ROOT / "bench/results/streaming.json"))
     ap.add_argument("--quick", action="store_true", help="50 timed steps, short batch sweep")
-    ap.add_argument("--sweep", nargs=2, metavar=("PRESET", "DTYPE"),
+    ap.add_argument("--sweep", nargs=2, metavar=("PRESET", "VARIANT"),
                     help="internal: one concurrency sweep, JSON on the last line")
     ap.add_argument("--batches", type=int, nargs="+", default=[1])
     args = ap.parse_args(argv)
@@ -242,7 +250,6 @@ def main(argv=None) -> int:
         args.steps, args.batches_86hz, args.batches_21_5hz = 50, [1, 2], [1, 16]
     import jax
     from secoustic_jax.config import codec_preset
-    from secoustic_jax.streaming.lowp import bf16_weights
     result = {"machine": _machine(), "command": " ".join(["bench/bench_streaming.py"] + (argv or sys.argv[1:])),
               "presets": {}}
     for name in args.presets:
@@ -253,22 +260,22 @@ def main(argv=None) -> int:
                   _speech(cfg.hop * (args.warm + args.steps)).reshape(-1, cfg.hop, 80)]
         g = np.zeros((1, cfg.transformer.d_model), np.float32)
         out = {"token_period_ms": round(1000.0 / cfg.token_rate, 3)}
-        weights = {"float32": v32, "bfloat16_weights": bf16_weights(v32)}
-        for label, v in weights.items():
-            res, toks = _bench_dtype(cfg, v, args.warm, args.steps, frames, g)
+        tokens = {}
+        for label in VARIANTS:
+            v, kv = _variant(v32, label)
+            res, tokens[label] = _bench_dtype(cfg, v, args.warm, args.steps, frames, g, kv)
             res["warm_steps"] = args.warm
-            res.update(_first_frame(cfg, v, g))
+            res.update(_first_frame(cfg, v, g, kv))
             out[label] = res
-            out.setdefault("_tokens", {})[label] = toks
             print(f"  {label}: {res}", flush=True)
-        t32, t16 = out["_tokens"].pop("float32"), out["_tokens"].pop("bfloat16_weights")
-        del out["_tokens"]
-        out["bf16_token_change_rate"] = round(float(np.mean(t32 != t16)), 4)
-        out["bf16_tokens_compared"] = len(t16)
+        t32 = tokens["float32"]
+        out["token_change_rate"] = {label: round(float(np.mean(t32 != t)), 4)
+                                    for label, t in tokens.items() if label != "float32"}
+        out["tokens_compared"] = len(t32)
         out["distinct_tokens_f32"] = int(len(np.unique(t32)))
         batches = getattr(args, "batches_" + name)
-        for dt in ("float32", "bfloat16"):
-            out["concurrency_" + dt] = _sweep_in_subprocess(name, dt, batches)
+        for label in VARIANTS:
+            out["concurrency_" + label] = _sweep_in_subprocess(name, label, batches)
         result["presets"][name] = out
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["table"] = _table(result)

@@ -59,9 +59,9 @@ def test_stream_command(tmp_path, golden_dir, capsys):
     assert sr == 22050 and len(out) == len(wav)
 
 
-def test_stream_command_bf16_weights_matches_float32_audio(tmp_path, golden_dir, capsys):
-    """--bf16-weights streams through the bf16 kernel; on the tiny codec (LayerScale 0.01
-    branches) its Griffin-Lim audio stays close to the float32 run's (relative RMS)."""
+def test_stream_command_bf16_matches_float32_audio(tmp_path, golden_dir, capsys):
+    """--bf16-weights --bf16-kv stream through the bf16 kernels; on the tiny codec
+    (LayerScale 0.01 branches) the Griffin-Lim audio stays close to the float32 run's."""
     from _streaming_helpers import diverse_tiny
     from secoustic_jax.api import Codec
     from secoustic_jax.audio.io import save_wav, load_audio
@@ -71,13 +71,13 @@ def test_stream_command_bf16_weights_matches_float32_audio(tmp_path, golden_dir,
     wav = np.load(golden_dir / "codec_tiny_86hz_io.npz")["wav_in"][0, :12000]
     save_wav(tmp_path / "in.wav", wav, 22050)
     outs = []
-    for extra in ([], ["--bf16-weights"]):
+    for extra in ([], ["--bf16-weights", "--bf16-kv"]):
         out = tmp_path / f"out{len(extra)}.wav"
         assert main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
                      "--out", str(out), *extra]) == 0
         outs.append(load_audio(out)[0])
     text = capsys.readouterr().out
-    assert "float32 weights" in text and "bfloat16 weights" in text
+    assert "float32 weights, float32 KV" in text and "bfloat16 weights, bfloat16 KV" in text
     assert len(outs[0]) == len(outs[1]) == len(wav)
     # Mels ~1e-5 apart; Griffin-Lim's 32 phase iterations and 16-bit output amplify that
     # to isolated samples (max ~3e-2) but not to the waveform as a whole.

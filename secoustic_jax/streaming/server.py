@@ -54,11 +54,13 @@ class StreamServer:
     """B concurrent token-path streams stepped together, one call per token frame."""
 
     def __init__(self, params, config: CodecConfig, slots: int, *,
-                 official_streaming: bool = False):
+                 official_streaming: bool = False, kv_dtype: str | None = None):
+        """kv_dtype "bfloat16": bf16 KV rings (cs.init_state); pass lowp.bf16_weights(...)
+        params for bf16 transformer weights too (batch 16 at 21.5 Hz: 34 vs 49 ms a step)."""
         self.config, self.slots = config, int(slots)
         self.variables = jax.tree.map(jnp.asarray, cs.variables_of(params))
         self.state = cs.init_state(self.variables, config, self.slots,
-                                   official_streaming=official_streaming)
+                                   official_streaming=official_streaming, kv_dtype=kv_dtype)
         self.g = np.zeros((self.slots, config.transformer.d_model), np.float32)
         self.active = np.zeros(self.slots, bool)
         self._pending_reset = np.zeros(self.slots, bool)
