@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # The kernel library is named by a hash of its source, jaxlib and flags: this is a no-op
-# when it is current, and a rebuild after any change to secoustic_jax/kernels/*.cc.
+# when it is current, and a rebuild after any change to secoustic_jax/kernels/*.cc or *.h.
 kernels: $(STAMP) $(SYSSTAMP)
 	@$(PY) -m secoustic_jax.kernels >/dev/null
 

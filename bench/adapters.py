@@ -53,7 +53,7 @@ def _step_flops(preset: str) -> float | None:
 def streaming_rows(res: dict, peak=None) -> list[dict]:
     rows = []
     for preset, p in res.get("presets", {}).items():
-        for dtype in ("float32", "bfloat16_weights", "bfloat16_weights_kv"):
+        for dtype in ("float32", "bfloat16_weights", "bfloat16_weights_kv", "int8_weights_kv"):
             r = p.get(dtype)
             if not r:
                 continue
@@ -64,7 +64,7 @@ def streaming_rows(res: dict, peak=None) -> list[dict]:
                          "reference": f"{ref} ms ({ref / fused['median_ms']:.1f}x)" if ref else "",
                          "note": f"first frame {r.get('first_frame_ms', float('nan')):.1f} ms; "
                                  + _flops_note(_step_flops(preset), fused["median_ms"] / 1e3, peak)})
-        for dtype in ("float32", "bfloat16_weights", "bfloat16_weights_kv"):
+        for dtype in ("float32", "bfloat16_weights", "bfloat16_weights_kv", "int8_weights_kv"):
             conc = p.get("concurrency_" + dtype)
             if conc:
                 rows.append({"what": f"streaming {preset} real-time streams ({dtype})",

@@ -5,7 +5,8 @@
 Full presets, random weights (fsq.project_in rescaled on speech so tokens are diverse,
 model.md §7), CPU. For each preset and VARIANT (float32; bfloat16 kernels in the four
 transformer stacks through the `secoustic_jax.kernels` mat-vec; the same plus bfloat16 KV
-rings read by the kernels' ring calls; float32 accumulation and FSQ throughout):
+rings read by the kernels' ring calls; int8 kernels with per-column scales plus bfloat16
+KV; float32 accumulation and FSQ throughout):
 - encode_step, decode_step and the fused step at batch 1, one token per call, timed over
   `--steps` steps **after** 260 warm steps (the KV rings are full: beyond token 250);
   median / p90 / p99 in ms and RTF = step / token period;
@@ -31,9 +32,10 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN_MEL = ROOT.parent / "shared/reference/golden/codec_tiny_21_5hz_io.npz"
-# label -> (bf16 transformer weights, KV ring dtype)
-VARIANTS = {"float32": (False, "float32"), "bfloat16_weights": (True, "float32"),
-            "bfloat16_weights_kv": (True, "bfloat16")}
+# label -> (transformer weight format, KV ring dtype)
+VARIANTS = {"float32": ("float32", "float32"), "bfloat16_weights": ("bfloat16", "float32"),
+            "bfloat16_weights_kv": ("bfloat16", "bfloat16"),
+            "int8_weights_kv": ("int8", "bfloat16")}
 
 
 def _machine() -> dict:
@@ -111,9 +113,10 @@ def _run_steps(step, state, frames, warm, steps):
 
 def _variant(v32, label):
     """(variables, kv_dtype) of a VARIANTS entry."""
-    from secoustic_jax.streaming.lowp import bf16_weights
-    bf16, kv = VARIANTS[label]
-    return (bf16_weights(v32) if bf16 else v32), kv
+    from secoustic_jax.streaming import lowp
+    fmt, kv = VARIANTS[label]
+    narrow = {"float32": lambda v: v, "bfloat16": lowp.bf16_weights, "int8": lowp.int8_weights}
+    return narrow[fmt](v32), kv
 
 
 def _bench_dtype(cfg, v, warm, steps, frames, g, kv="float32"):

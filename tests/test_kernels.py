@@ -159,3 +159,31 @@ def test_ring_kernels_refuse_bad_operands():
         kernels.bf16_scores(q, jnp.ones((2, 5, 9), jnp.bfloat16))
     with pytest.raises(ValueError, match="contract"):
         kernels.bf16_mix(jnp.ones((3, 1, 5), jnp.float32), jnp.ones((2, 5, 8), jnp.bfloat16))
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 512, 2048), (16, 2048, 512), (3, 37, 101)])
+def test_int8_matvec_matches_float64_and_batches_bit_for_bit(m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    q = jnp.asarray(rng.integers(-127, 128, (k, n)), jnp.int8)
+    scale = jnp.asarray(rng.uniform(1e-3, 2e-2, n), jnp.float32)
+    f = jax.jit(kernels.int8_matvec)
+    y = np.asarray(f(x, q, scale))
+    q64, s64, x64 = (np.asarray(a, np.float64) for a in (q, scale, x))
+    ref = (x64 @ q64) * s64
+    # k-term float32 fma sum (exact integers times x), then one rounding for the scale.
+    bound = (k * EPS * (np.abs(x64) @ np.abs(q64)) + EPS * np.abs(x64 @ q64)) * s64
+    assert y.shape == (m, n) and np.all(np.abs(y - ref) <= bound + 1e-30)
+    rows = np.concatenate([np.asarray(f(x[i:i + 1], q, scale)) for i in range(m)])
+    np.testing.assert_array_equal(y, rows)
+
+
+def test_int8_matvec_refuses_bad_operands():
+    x = jnp.ones((1, 8), jnp.float32)
+    q = jnp.ones((8, 4), jnp.int8)
+    with pytest.raises(ValueError, match="int8"):
+        kernels.int8_matvec(x, q.astype(jnp.float32), jnp.ones(4))
+    with pytest.raises(ValueError, match="scale must be"):
+        kernels.int8_matvec(x, q, jnp.ones(5))
+    with pytest.raises(ValueError, match="contract"):
+        kernels.int8_matvec(jnp.ones((1, 9)), q, jnp.ones(4))

@@ -8,7 +8,7 @@ import pytest
 
 from _streaming_helpers import diverse_tiny, offline, speech_mel
 from secoustic_jax.streaming import codec_steps as cs
-from secoustic_jax.streaming.lowp import STACKS, bf16_weights
+from secoustic_jax.streaming.lowp import STACKS, bf16_weights, dequantize_int8, int8_weights
 from secoustic_jax.streaming.server import _fused_jit, fused_step
 
 # float32 accumulation order (sequential kernel vs XLA's blocked dot, ring vs banded
@@ -60,18 +60,30 @@ def _rounding_kv(fn):
     return wrapped
 
 
+def _float32_equivalent(tree):
+    """The float32 weights narrow params stand for: bf16 widened, int8 kernels times their
+    `kernel_scale` (which is dropped)."""
+    if not isinstance(tree, dict):
+        return tree.astype(jnp.float32)
+    if "kernel_scale" in tree:
+        out = {k: _float32_equivalent(x) for k, x in tree.items() if k != "kernel_scale"}
+        out["kernel"] = dequantize_int8(tree["kernel"], tree["kernel_scale"])
+        return out
+    return {k: _float32_equivalent(x) for k, x in tree.items()}
+
+
+@pytest.mark.parametrize("narrow", [bf16_weights, int8_weights])
 @pytest.mark.parametrize("preset", ["tiny", "tiny_21_5hz"])
-def test_bf16_kv_streaming_equals_offline_with_rounded_keys_values(preset, golden_dir,
-                                                                    monkeypatch):
-    """bf16 weights and a bf16 KV ring (kv_dtype="bfloat16"), two streams at once (the
-    batched kernel path) == offline with the same weights and bf16-rounded keys/values,
-    past the attention window."""
+def test_narrow_weights_bf16_kv_streaming_equals_offline(preset, narrow, golden_dir,
+                                                         monkeypatch):
+    """bf16 or int8 weights and a bf16 KV ring (kv_dtype="bfloat16"), two streams at once
+    (the batched kernel path) == offline with the float32 weights they stand for and
+    bf16-rounded keys/values, past the attention window."""
     from secoustic_jax.layers import attention
 
     cfg, v, _ = diverse_tiny(preset)
-    v16 = bf16_weights({"params": v["params"]})
-    rounded = {"params": jax.tree.map(lambda x: x.astype(jnp.float32), v16["params"]),
-               "batch_stats": v["batch_stats"]}
+    v16 = narrow({"params": v["params"]})
+    rounded = {"params": _float32_equivalent(v16["params"]), "batch_stats": v["batch_stats"]}
     n_tok = cfg.transformer.context + 30
     mel = np.stack([speech_mel(golden_dir, n_tok * cfg.hop, row=r) for r in (1, 4)])
     g = np.zeros((2, cfg.transformer.d_model), np.float32)
@@ -98,6 +110,8 @@ def test_bf16_kv_streaming_equals_offline_with_rounded_keys_values(preset, golde
     rings = 3 * cfg.transformer.num_layers  # encoder, connector and decoder stacks
     assert hlo.count("custom_call @secoustic_bf16_scores(") == rings
     assert hlo.count("custom_call @secoustic_bf16_mix(") == rings
+    matvec = "int8" if narrow is int8_weights else "bf16"
+    assert hlo.count(f"custom_call @secoustic_{matvec}_matvec(") == 4 * rings
 
 
 def test_kv_dtype_is_validated():

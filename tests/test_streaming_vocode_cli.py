@@ -59,9 +59,9 @@ def test_stream_command(tmp_path, golden_dir, capsys):
     assert sr == 22050 and len(out) == len(wav)
 
 
-def test_stream_command_bf16_matches_float32_audio(tmp_path, golden_dir, capsys):
-    """--bf16-weights --bf16-kv stream through the bf16 kernels; on the tiny codec
-    (LayerScale 0.01 branches) the Griffin-Lim audio stays close to the float32 run's."""
+def test_stream_command_narrow_weights_match_float32_audio(tmp_path, golden_dir, capsys):
+    """--bf16-weights --bf16-kv and --int8-weights stream through the kernels; on the tiny
+    codec (LayerScale 0.01 branches) the Griffin-Lim audio stays close to float32's."""
     from _streaming_helpers import diverse_tiny
     from secoustic_jax.api import Codec
     from secoustic_jax.audio.io import save_wav, load_audio
@@ -71,15 +71,22 @@ def test_stream_command_bf16_matches_float32_audio(tmp_path, golden_dir, capsys)
     wav = np.load(golden_dir / "codec_tiny_86hz_io.npz")["wav_in"][0, :12000]
     save_wav(tmp_path / "in.wav", wav, 22050)
     outs = []
-    for extra in ([], ["--bf16-weights", "--bf16-kv"]):
-        out = tmp_path / f"out{len(extra)}.wav"
+    for extra in ([], ["--bf16-weights", "--bf16-kv"], ["--int8-weights"]):
+        out = tmp_path / f"out{len(outs)}.wav"
         assert main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
                      "--out", str(out), *extra]) == 0
         outs.append(load_audio(out)[0])
     text = capsys.readouterr().out
     assert "float32 weights, float32 KV" in text and "bfloat16 weights, bfloat16 KV" in text
-    assert len(outs[0]) == len(outs[1]) == len(wav)
+    assert "int8 weights, float32 KV" in text
+    assert len(outs[0]) == len(outs[1]) == len(outs[2]) == len(wav)
     # Mels ~1e-5 apart; Griffin-Lim's 32 phase iterations and 16-bit output amplify that
     # to isolated samples (max ~3e-2) but not to the waveform as a whole.
-    rel = np.sqrt(np.mean((outs[0] - outs[1]) ** 2) / np.mean(outs[0] ** 2))
-    assert rel < 0.02, rel
+    # int8: each weight is off by up to max|w[:, n]| / 254, ~10x the bf16 rounding, so its
+    # mels sit ~10x further from float32 (3.5e-2 measured): a broken kernel reads ~1.
+    for other, tol in zip(outs[1:], (0.02, 0.07)):
+        rel = np.sqrt(np.mean((outs[0] - other) ** 2) / np.mean(outs[0] ** 2))
+        assert rel < tol, rel
+    with pytest.raises(SystemExit):  # one weight format at a time
+        main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
+              "--out", str(tmp_path / "x.wav"), "--bf16-weights", "--int8-weights"])

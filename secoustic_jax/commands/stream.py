@@ -27,9 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--vocoder", default="griffin-lim",
                    help="hift.pt / saved vocoder dir (streams), or griffin-lim (offline at end)")
     p.add_argument("--vocoder-block", type=int, default=16, help="HiFT window core, frames")
-    p.add_argument("--bf16-weights", action="store_true",
-                   help="bfloat16 transformer kernels, float32 accumulation and FSQ "
-                        "(streaming.lowp; ~25 %% faster per step at batch 1 on CPU)")
+    narrow = p.add_mutually_exclusive_group()
+    narrow.add_argument("--bf16-weights", action="store_true",
+                        help="bfloat16 transformer kernels, float32 accumulation and FSQ "
+                             "(streaming.lowp; ~25 %% faster per step at batch 1 on CPU)")
+    narrow.add_argument("--int8-weights", action="store_true",
+                        help="int8 transformer kernels with per-column scales, float32 "
+                             "accumulation and FSQ (a quarter of the float32 bytes; "
+                             "changes a few tokens in a thousand, see docs/streaming.md)")
     p.add_argument("--bf16-kv", action="store_true",
                    help="bfloat16 KV rings read by the CPU ring kernels (half the attention "
                         "bytes per step; float32 queries, softmax and accumulation)")
@@ -52,9 +57,9 @@ def _stream(codec, wav, g, m, args):
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.frontend import StreamingMel
     cfg, v = codec.config, codec.variables
-    if args.bf16_weights:
-        from secoustic_jax.streaming.lowp import bf16_weights
-        v = bf16_weights(v)
+    if args.bf16_weights or args.int8_weights:
+        from secoustic_jax.streaming import lowp
+        v = (lowp.bf16_weights if args.bf16_weights else lowp.int8_weights)(v)
     hop = cfg.hop
     state = cs.init_state(v, cfg, 1, chunk_tokens=m,
                           official_streaming=args.official_streaming,
@@ -121,7 +126,8 @@ def run(args) -> int:
     ms = np.asarray(times) * 1e3
     algo = 1000.0 * m * cfg.hop * cfg.mel.hop_length / sr + lookahead_ms(cfg.mel)
     print(f"stream: {cfg.variant}, {m} token(s) per step ({m * period:.2f} ms), "
-          f"{'bfloat16' if args.bf16_weights else 'float32'} weights, "
+          f"{'bfloat16' if args.bf16_weights else 'int8' if args.int8_weights else 'float32'}"
+          " weights, "
           f"{'bfloat16' if args.bf16_kv else 'float32'} KV, "
           f"{len(ms)} steps, wrote {args.out}")
     print(f"first packet: algorithmic {algo:.1f} ms + compute {ms[0]:.1f} ms "

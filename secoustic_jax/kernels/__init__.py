@@ -4,6 +4,7 @@ For the streaming steps, which read every weight and every key/value ring once p
 (XLA:CPU's own bf16 dot is ~10x slower than its float32 dot there; see the .cc files):
 
 - `bf16_matvec(x, w)`: x f32[..., K] @ float32(w bf16[K, N]) -> f32[..., N];
+- `int8_matvec(x, q, scale)`: (x @ float32(q int8[K, N])) * scale f32[N] -> f32[..., N];
 - `bf16_scores(q, k)`: q f32[G, c, D] . k bf16[G, C, D] -> f32[G, c, C] (attention logits);
 - `bf16_mix(p, v)`: p f32[G, c, C] @ v bf16[G, C, D] -> f32[G, c, D] (weighted values).
 
@@ -27,9 +28,10 @@ import subprocess
 import tempfile
 
 HERE = pathlib.Path(__file__).parent
-SOURCES = tuple(HERE / n for n in ("bf16_common.h", "bf16_matvec.cc", "bf16_attention.cc"))
+SOURCES = tuple(HERE / n for n in ("common.h", "matvec.cc", "ring_attention.cc"))
 # FFI target name -> exported handler symbol.
 TARGETS = {"secoustic_bf16_matvec": "SecousticBf16Matvec",
+           "secoustic_int8_matvec": "SecousticInt8Matvec",
            "secoustic_bf16_scores": "SecousticBf16Scores",
            "secoustic_bf16_mix": "SecousticBf16Mix"}
 # -march=native: the library is built on the machine that runs it (AVX-512 where present,
@@ -127,6 +129,28 @@ def bf16_matvec(x, w):
     lead, (k, n) = x.shape[:-1], w.shape
     x2 = x.astype(jnp.float32).reshape(-1, k)
     return _call("secoustic_bf16_matvec", (x2.shape[0], n), x2, w).reshape(*lead, n)
+
+
+def int8_matvec(x, q, scale):
+    """x f32[..., K], q int8[K, N], scale f32[N] -> (x @ float32(q)) * scale, f32[..., N].
+
+    The product accumulates like `bf16_matvec` (k order, one fma per term, bit-identical
+    rows at any batch), then each column is multiplied by its scale (one rounding).
+    """
+    import jax.numpy as jnp
+
+    if q.ndim != 2 or q.dtype != jnp.int8:
+        raise ValueError(f"int8_matvec: q must be int8[K, N], got {q.dtype}{list(q.shape)}")
+    if scale.shape != q.shape[1:]:
+        raise ValueError(f"int8_matvec: scale must be f32[{q.shape[1]}], got "
+                         f"{list(scale.shape)}")
+    if x.shape[-1:] != q.shape[:1]:
+        raise ValueError(f"int8_matvec: x {list(x.shape)} does not contract with q "
+                         f"{list(q.shape)}")
+    lead, (k, n) = x.shape[:-1], q.shape
+    x2 = x.astype(jnp.float32).reshape(-1, k)
+    return _call("secoustic_int8_matvec", (x2.shape[0], n), x2, q,
+                 scale.astype(jnp.float32)).reshape(*lead, n)
 
 
 def _ring_bits(name: str, a, ring, contract_axis: int):

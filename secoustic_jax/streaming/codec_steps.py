@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax.config.model import CodecConfig
+from secoustic_jax.streaming import lowp
 from secoustic_jax.streaming.state import (DecoderState, EncoderState, StreamState,
                                            apply_reset, init_decoder_state,
                                            init_encoder_state, init_stream_state, make_meta)
@@ -65,13 +66,12 @@ def _model(meta):
 
 
 def _apply(meta, variables, *args, method):
-    """model.apply; with bfloat16 kernels (lowp.bf16_weights) Dense layers run through the
-    bf16 mat-vec custom call (lowp.bf16_matvec) instead of XLA:CPU's slow bf16 dot."""
+    """model.apply; with bf16 or int8 kernels (lowp.bf16_weights / int8_weights) the Dense
+    layers run through the mat-vec custom calls (lowp.narrow_matvec) instead of XLA:CPU's
+    slow narrow dots."""
     model = _model(meta)
-    if any(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(variables)):
-        from secoustic_jax.streaming.lowp import bf16_matvec
-
-        with bf16_matvec():
+    if lowp.has_narrow_weights(variables):
+        with lowp.narrow_matvec():
             return model.apply(variables, *args, method=method)
     return model.apply(variables, *args, method=method)
 

@@ -1,13 +1,19 @@
-"""bfloat16 weights with float32 accumulation for small-batch streaming steps (issue 6).
+"""Narrow transformer weights with float32 accumulation for the streaming steps (issue 6).
 
 At one token per step the step is a chain of matrix-vector products, so its floor is the
-weight bytes read per step (~300 MB float32 at full size). `bf16_weights` halves them for
-the four transformer stacks; `bf16_matvec()` is a `flax.linen.intercept_methods`
-interceptor that makes every `nn.Dense` holding a bfloat16 kernel call the
-`secoustic_jax.kernels.bf16_matvec` custom call (bf16 rows widened in registers, float32
-accumulation; XLA:CPU's own bf16 dot is ~10x slower than its float32 dot at M = 1).
-Activations, LayerNorm, attention, SEANet and FSQ (project_in, bound, rounding) stay
-float32: only transformer kernels are cast, `fsq` never.
+weight bytes read per step (~300 MB float32 at full size). Two opt-in weight formats for
+the four transformer stacks:
+
+- `bf16_weights`: bfloat16 kernels (half the bytes; rounding 2^-9 relative per weight);
+- `int8_weights`: int8 kernels with one float32 scale per output column,
+  q = round(w / s), s = max|w[:, n]| / 127 (a quarter of the bytes; error up to s / 2
+  per weight), stored as `kernel` (int8) and a sibling `kernel_scale` [N].
+
+`narrow_matvec()` is a `flax.linen.intercept_methods` interceptor that sends every
+`nn.Dense` holding such a kernel to the `secoustic_jax.kernels` custom calls (weights
+widened in registers, float32 accumulation; XLA:CPU's own bf16 dot is ~10x slower than
+its float32 dot at M = 1). Activations, LayerNorm, attention, SEANet and FSQ (project_in,
+bound, rounding) stay float32: only transformer kernels are narrowed, `fsq` never.
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import jax.numpy as jnp
 
 STACKS = ("encoder_transformer", "vae_semantic_transformer", "semantic_connector",
           "decoder_transformer")
+NARROW = (jnp.bfloat16, jnp.int8)  # kernel dtypes the interceptor routes to the kernels
+
+
+def _is_stack_kernel(path, x) -> bool:
+    name = jax.tree_util.keystr(path)
+    return name.endswith("['kernel']") and x.ndim >= 2 and not name.startswith("['dense_")
 
 
 def bf16_weights(variables: dict) -> dict:
@@ -26,9 +38,53 @@ def bf16_weights(variables: dict) -> dict:
     params = dict(variables["params"])
     for name in STACKS:
         params[name] = jax.tree_util.tree_map_with_path(
-            lambda p, x: x.astype(jnp.bfloat16)
-            if jax.tree_util.keystr(p).endswith("['kernel']") and x.ndim >= 2
-            and not jax.tree_util.keystr(p).startswith("['dense_") else x, params[name])
+            lambda p, x: x.astype(jnp.bfloat16) if _is_stack_kernel(p, x) else x,
+            params[name])
+    return {**variables, "params": params}
+
+
+def quantize_int8(w) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """w [K, N] -> (q int8 [K, N], scale f32 [N]) with w ~ q * scale, per output column.
+
+    An all-zero column gets scale 1 (q = 0 there), so no scale is 0 or NaN.
+    """
+    w = jnp.asarray(w, jnp.float32)
+    if not bool(jnp.all(jnp.isfinite(w))):
+        raise ValueError("int8_weights: a transformer kernel holds non-finite values")
+    peak = jnp.max(jnp.abs(w), axis=0)
+    scale = jnp.where(peak > 0, peak / 127.0, 1.0).astype(jnp.float32)
+    q = jnp.clip(jnp.round(w / scale), -127, 127).astype(jnp.int8)
+    return q, scale
+
+
+def dequantize_int8(q, scale) -> jnp.ndarray:
+    """The float32 weights an int8 kernel stands for (the offline reference of a test)."""
+    return q.astype(jnp.float32) * scale
+
+
+def _int8_tree(tree):
+    """A stack's param dict with each kernel replaced by int8 + `kernel_scale`."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out[key] = _int8_tree(value)
+        elif key == "kernel" and value.ndim == 2:
+            out["kernel"], out["kernel_scale"] = quantize_int8(value)
+        else:
+            out[key] = value
+    return out
+
+
+def int8_weights(variables: dict) -> dict:
+    """Copy of {"params": ...} with every 2-D kernel of the transformer stacks as int8 plus
+    a per-column float32 `kernel_scale` (everything else as in `bf16_weights`)."""
+    params = dict(variables["params"])
+    for name in STACKS:
+        top = dict(params[name])
+        for key, sub in top.items():
+            if not key.startswith("dense_") and isinstance(sub, dict):
+                top[key] = _int8_tree(sub)
+        params[name] = top
     return {**variables, "params": params}
 
 
@@ -36,17 +92,25 @@ def _intercept(next_fun, args, kwargs, context):
     module = context.module
     if isinstance(module, nn.Dense) and context.method_name == "__call__":
         kernel = module.get_variable("params", "kernel")
-        if kernel is not None and kernel.dtype == jnp.bfloat16:
-            from secoustic_jax.kernels import bf16_matvec as matvec_kernel
+        if kernel is not None and kernel.dtype in NARROW:
+            from secoustic_jax import kernels
 
             (x,) = args
-            y = matvec_kernel(x.astype(jnp.float32), kernel)
+            x = x.astype(jnp.float32)
+            if kernel.dtype == jnp.int8:
+                y = kernels.int8_matvec(x, kernel, module.get_variable("params", "kernel_scale"))
+            else:
+                y = kernels.bf16_matvec(x, kernel)
             if module.use_bias:
                 y = y + module.get_variable("params", "bias").astype(jnp.float32)
             return y.astype(module.dtype or jnp.float32)
     return next_fun(*args, **kwargs)
 
 
-def bf16_matvec():
-    """Context manager for use inside a traced step (see codec_steps `matvec` option)."""
+def narrow_matvec():
+    """Context manager for use inside a traced step (see codec_steps `_apply`)."""
     return nn.intercept_methods(_intercept)
+
+
+def has_narrow_weights(variables) -> bool:
+    return any(x.dtype in NARROW for x in jax.tree.leaves(variables))

@@ -9,9 +9,9 @@
 // products bound by the ring's bytes: 24 rings of [16, 8, 250, 64] are 393 MB per 21.5 Hz
 // step at batch 16 in float32 (XLA's dots ran at 23.5 GB/s: 16.7 ms of a 47.8 ms step),
 // half that in bf16. Large calls are split over the caller and one pool thread by blocks
-// of g (bf16_common.h ParallelFor: deterministic, each g computed whole by one thread).
+// of g (common.h ParallelFor: deterministic, each g computed whole by one thread).
 
-#include "bf16_common.h"
+#include "common.h"
 
 namespace secoustic {
 namespace {
@@ -28,7 +28,7 @@ inline float Dot(const float* q, const uint16_t* k, int64_t D) {
   for (; d + 16 <= D; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), Widen16(k + d), acc);
   tail = _mm512_reduce_add_ps(acc);
 #endif
-  for (; d < D; ++d) tail = std::fma(q[d], Bf16ToF32(k[d]), tail);
+  for (; d < D; ++d) tail = std::fma(q[d], ToF32(k[d]), tail);
   return tail;
 }
 

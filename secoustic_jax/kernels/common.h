@@ -1,7 +1,8 @@
-// Shared pieces of the CPU custom calls: bf16 widening, the register-tiled
-// y[M, n0:n0+16*NV] = x[M, K] @ float32(w[K, N]) block, and a parallel-for over XLA's
-// intra-op thread pool that is deterministic (each output element is computed by exactly
-// one task, in the same order, whichever thread runs it).
+// Shared pieces of the CPU custom calls: widening of the narrow weight types (bf16 held as
+// uint16 bits, int8), the register-tiled y[M, n0:n0+16*NV] = x[M, K] @ float32(w[K, N])
+// block for either type, and a parallel-for over XLA's intra-op thread pool that is
+// deterministic (each output element is computed by exactly one task, in the same order,
+// whichever thread runs it).
 //
 // Every output element accumulates over k = 0..K-1 in order with one fused multiply-add
 // per term, in every code path (AVX-512 tiles, 16-wide tails, scalar tails), so a row's
@@ -26,29 +27,35 @@ namespace secoustic {
 
 namespace ffi = xla::ffi;
 
-inline float Bf16ToF32(uint16_t b) {
+// Exact float32 value of one weight: uint16 = bf16 bit pattern, int8 = integer.
+inline float ToF32(uint16_t b) {
   const uint32_t u = static_cast<uint32_t>(b) << 16;  // bf16 is the top half of an f32
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
+inline float ToF32(int8_t q) { return static_cast<float>(q); }
 
 #if defined(__AVX512F__)
-// 16 bf16 values at p -> 16 float32 lanes (exact).
+// 16 weights at p -> 16 float32 lanes (exact for both types).
 inline __m512 Widen16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+inline __m512 Widen16(const int8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
 
 // Rows r < MR of y (row stride ldy), columns n0 .. n0 + 16 NV: accumulators stay in
 // registers for the whole k loop, so each weight vector is widened once per MR rows.
-template <int MR, int NV>
-inline void TileAvx(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
+template <int MR, int NV, typename W>
+inline void TileAvx(const float* x, int64_t ldx, const W* w, int64_t ldw, float* y,
                     int64_t ldy, int64_t K, int64_t n0) {
   __m512 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_ps();
-  const uint16_t* wp = w + n0;
+  const W* wp = w + n0;
   for (int64_t k = 0; k < K; ++k, wp += ldw) {
     __m512 wv[NV];
     for (int j = 0; j < NV; ++j) wv[j] = Widen16(wp + 16 * j);
@@ -61,8 +68,8 @@ inline void TileAvx(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw,
     for (int j = 0; j < NV; ++j) _mm512_storeu_ps(y + r * ldy + n0 + 16 * j, acc[r][j]);
 }
 
-template <int NV>
-inline void RowsAvx(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
+template <int NV, typename W>
+inline void RowsAvx(const float* x, int64_t ldx, const W* w, int64_t ldw, float* y,
                     int64_t ldy, int64_t M, int64_t K, int64_t n0) {
   int64_t m = 0;
   for (; m + 4 <= M; m += 4) TileAvx<4, NV>(x + m * ldx, ldx, w, ldw, y + m * ldy, ldy, K, n0);
@@ -80,8 +87,9 @@ inline void RowsAvx(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw,
 constexpr int64_t kTileCols = 64;  // columns per task of the tiled product (4 zmm)
 
 // y[:, n0:n1] = x[M, K] @ float32(w[K, ldw][:, n0:n1]); n1 - n0 <= kTileCols.
-inline void ColumnBlock(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
-                        int64_t ldy, int64_t M, int64_t K, int64_t n0, int64_t n1) {
+template <typename W>
+void ColumnBlock(const float* x, int64_t ldx, const W* w, int64_t ldw, float* y,
+                 int64_t ldy, int64_t M, int64_t K, int64_t n0, int64_t n1) {
   int64_t n = n0;
 #if defined(__AVX512F__)
   if (n1 - n == kTileCols) {
@@ -93,10 +101,23 @@ inline void ColumnBlock(const float* x, int64_t ldx, const uint16_t* w, int64_t 
   for (; n < n1; ++n) {
     for (int64_t m = 0; m < M; ++m) {
       float acc = 0.0f;
-      for (int64_t k = 0; k < K; ++k) acc = std::fma(x[m * ldx + k], Bf16ToF32(w[k * ldw + n]), acc);
+      for (int64_t k = 0; k < K; ++k) acc = std::fma(x[m * ldx + k], ToF32(w[k * ldw + n]), acc);
       y[m * ldy + n] = acc;
     }
   }
+}
+
+// o[n] = fma(a, float32(w[n]), o[n]) for n < N: one weight row into the accumulator row.
+template <typename W>
+inline void Axpy(float* o, const W* w, float a, int64_t N) {
+  int64_t n = 0;
+#if defined(__AVX512F__)
+  const __m512 b = _mm512_set1_ps(a);
+  for (; n + 16 <= N; n += 16) {
+    _mm512_storeu_ps(o + n, _mm512_fmadd_ps(b, Widen16(w + n), _mm512_loadu_ps(o + n)));
+  }
+#endif
+  for (; n < N; ++n) o[n] = std::fma(a, ToF32(w[n]), o[n]);
 }
 
 // Runs fn(i) for i in [0, n) on the calling thread and up to `helpers` pool threads.
