@@ -12,7 +12,8 @@ KV; float32 accumulation and FSQ throughout):
   median / p90 / p99 in ms and RTF = step / token period;
 - first-frame compute latency (evaluation.md §4.10): front end + encode + decode on a
   fresh state, after warm-up on another state;
-- token change rate of each bf16 variant vs float32 over the same speech;
+- token change rate of each narrow variant vs float32 over the same speech, and on the
+  trained tiny checkpoint of `make demo` (`--trained-ckpt`; recorded as skipped without);
 - the fused step at growing batch, per variant, each sweep in a fresh process: the
   largest batch whose median step stays within the token period (real time).
 Writes bench/results/streaming.json (with the machine description and load average).
@@ -32,10 +33,14 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN_MEL = ROOT.parent / "shared/reference/golden/codec_tiny_21_5hz_io.npz"
-# label -> (transformer weight format, KV ring dtype)
-VARIANTS = {"float32": ("float32", "float32"), "bfloat16_weights": ("bfloat16", "float32"),
-            "bfloat16_weights_kv": ("bfloat16", "bfloat16"),
-            "int8_weights_kv": ("int8", "bfloat16")}
+# label -> (transformer weight format, KV ring dtype, narrowed stacks: all or decoder side)
+VARIANTS = {"float32": ("float32", "float32", "all"),
+            "bfloat16_weights": ("bfloat16", "float32", "all"),
+            "bfloat16_weights_kv": ("bfloat16", "bfloat16", "all"),
+            "int8_weights_kv": ("int8", "bfloat16", "all"),
+            "int8_decoder": ("int8", "float32", "decoder")}
+TRAINED_CKPT = ROOT / "demo/work/train"  # the tiny run `make demo` trains
+TRAINED_MANIFEST = ROOT / "cache/demo_corpus/test.jsonl"
 
 
 def _machine() -> dict:
@@ -114,9 +119,52 @@ def _run_steps(step, state, frames, warm, steps):
 def _variant(v32, label):
     """(variables, kv_dtype) of a VARIANTS entry."""
     from secoustic_jax.streaming import lowp
-    fmt, kv = VARIANTS[label]
-    narrow = {"float32": lambda v: v, "bfloat16": lowp.bf16_weights, "int8": lowp.int8_weights}
-    return narrow[fmt](v32), kv
+    fmt, kv, which = VARIANTS[label]
+    if fmt == "float32":
+        return v32, kv
+    stacks = lowp.DECODER_STACKS if which == "decoder" else lowp.STACKS
+    narrow = {"bfloat16": lowp.bf16_weights, "int8": lowp.int8_weights}[fmt]
+    return narrow(v32, stacks), kv
+
+
+def _trained_token_change(ckpt, manifest, utterances: int) -> dict:
+    """Token change of each variant vs float32 on a trained checkpoint (random weights
+    with a rescaled FSQ sit farther from the rounding boundaries than trained ones)."""
+    import json as _json
+    from secoustic_jax.api import Codec
+    from secoustic_jax.audio.io import load_audio
+    from secoustic_jax.streaming import codec_steps as cs
+    from secoustic_jax.streaming.server import fused_step
+    from secoustic_jax.training.export import codec_variables_from_checkpoint
+    found = codec_variables_from_checkpoint(ckpt) if pathlib.Path(ckpt).exists() else None
+    if found is None or not pathlib.Path(manifest).exists():
+        return {"skipped": f"no training checkpoint at {ckpt} or no manifest {manifest} "
+                           "(run `make demo` first)"}
+    cfg, v = found
+    codec = Codec(cfg, v)
+    rows = [_json.loads(line) for line in open(manifest)][:utterances]
+    g = np.zeros((1, cfg.transformer.d_model), np.float32)
+    base = {"params": v["params"]}
+    changed = {label: 0 for label in VARIANTS if label != "float32"}
+    total = 0
+    for r in rows:
+        wav, sr = load_audio(pathlib.Path(manifest).parent / r["audio"])
+        mel = np.asarray(codec.mel(wav, sr)).reshape(-1, cfg.mel.n_mels)[None]
+        n = mel.shape[1] // cfg.hop
+        toks = {}
+        for label in VARIANTS:
+            vv, kv = _variant(base, label)
+            st, out = cs.init_state(vv, cfg, 1, kv_dtype=kv), []
+            for i in range(n):
+                st, t, _ = fused_step(vv, st, mel[:, i * cfg.hop:(i + 1) * cfg.hop], g)
+                out.append(np.asarray(t)[0])
+            toks[label] = np.concatenate(out)
+        total += n
+        for label in changed:
+            changed[label] += int(np.sum(toks[label] != toks["float32"]))
+    return {"checkpoint": str(ckpt), "config": cfg.variant, "utterances": len(rows),
+            "tokens": total, "changed": changed,
+            "change_rate": {k: round(c / total, 5) for k, c in changed.items()}}
 
 
 def _bench_dtype(cfg, v, warm, steps, frames, g, kv="float32"):
@@ -231,6 +279,12 @@ def _table(result: dict) -> list[dict]:
                          "value": str(c["max_realtime_batch"]),
                          "reference": ">= 16 (target, 21.5 Hz)" if name == "21_5hz" else "-",
                          "note": "largest batch whose median fused step <= token period"})
+    trained = result.get("trained_token_change", {})
+    for label, rate in trained.get("change_rate", {}).items():
+        rows.append({"what": f"token change vs float32, {label}, trained {trained['config']}",
+                     "value": f"{rate:.2%}", "reference": "-",
+                     "note": f"{trained['tokens']} tokens, {trained['utterances']} utterances "
+                             f"({trained['checkpoint']})"})
     return rows
 
 
@@ -246,6 +300,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", nargs=2, metavar=("PRESET", "VARIANT"),
                     help="internal: one concurrency sweep, JSON on the last line")
     ap.add_argument("--batches", type=int, nargs="+", default=[1])
+    ap.add_argument("--trained-ckpt", default=str(TRAINED_CKPT),
+                    help="training run whose token change per variant is measured")
+    ap.add_argument("--trained-manifest", default=str(TRAINED_MANIFEST))
+    ap.add_argument("--trained-utterances", type=int, default=8)
     args = ap.parse_args(argv)
     if args.sweep:
         return _sweep_main(*args.sweep, args.batches)
@@ -280,6 +338,10 @@ def main(argv=None) -> int:
         for label in VARIANTS:
             out["concurrency_" + label] = _sweep_in_subprocess(name, label, batches)
         result["presets"][name] = out
+    print("== token change on a trained checkpoint", flush=True)
+    result["trained_token_change"] = _trained_token_change(
+        args.trained_ckpt, args.trained_manifest, args.trained_utterances)
+    print(f"  {result['trained_token_change']}", flush=True)
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["table"] = _table(result)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)

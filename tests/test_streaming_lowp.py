@@ -8,7 +8,10 @@ import pytest
 
 from _streaming_helpers import diverse_tiny, offline, speech_mel
 from secoustic_jax.streaming import codec_steps as cs
-from secoustic_jax.streaming.lowp import STACKS, bf16_weights, dequantize_int8, int8_weights
+import functools
+
+from secoustic_jax.streaming.lowp import (DECODER_STACKS, STACKS, bf16_weights,
+                                          dequantize_int8, int8_weights)
 from secoustic_jax.streaming.server import _fused_jit, fused_step
 
 # float32 accumulation order (sequential kernel vs XLA's blocked dot, ring vs banded
@@ -72,7 +75,11 @@ def _float32_equivalent(tree):
     return {k: _float32_equivalent(x) for k, x in tree.items()}
 
 
-@pytest.mark.parametrize("narrow", [bf16_weights, int8_weights])
+INT8_DECODER = functools.partial(int8_weights, stacks=DECODER_STACKS)
+
+
+@pytest.mark.parametrize("narrow", [bf16_weights, int8_weights, INT8_DECODER],
+                         ids=["bf16", "int8", "int8_decoder"])
 @pytest.mark.parametrize("preset", ["tiny", "tiny_21_5hz"])
 def test_narrow_weights_bf16_kv_streaming_equals_offline(preset, narrow, golden_dir,
                                                          monkeypatch):
@@ -110,8 +117,35 @@ def test_narrow_weights_bf16_kv_streaming_equals_offline(preset, narrow, golden_
     rings = 3 * cfg.transformer.num_layers  # encoder, connector and decoder stacks
     assert hlo.count("custom_call @secoustic_bf16_scores(") == rings
     assert hlo.count("custom_call @secoustic_bf16_mix(") == rings
-    matvec = "int8" if narrow is int8_weights else "bf16"
-    assert hlo.count(f"custom_call @secoustic_{matvec}_matvec(") == 4 * rings
+    matvec = "bf16" if narrow is bf16_weights else "int8"
+    narrowed = 2 * cfg.transformer.num_layers if narrow is INT8_DECODER else rings
+    assert hlo.count(f"custom_call @secoustic_{matvec}_matvec(") == 4 * narrowed
+
+
+def test_decoder_only_narrowing_keeps_float32_tokens_bit_for_bit(golden_dir):
+    """int8 (or bf16) connector + decoder stacks: the encoder half is the float32 code, so
+    the tokens are exactly the float32 stream's while the mel follows the int8 decoder."""
+    cfg, v, _ = diverse_tiny("tiny")
+    base = {"params": v["params"], "batch_stats": v["batch_stats"]}
+    mel = speech_mel(golden_dir, 60 * cfg.hop, row=2)[None]
+    g = np.zeros((1, cfg.transformer.d_model), np.float32)
+
+    def run(variables):
+        state, toks, mels = cs.init_state(variables, cfg, 1), [], []
+        for i in range(60):
+            state, t, y = fused_step(cs.variables_of(variables), state,
+                                     mel[:, i * cfg.hop:(i + 1) * cfg.hop], g)
+            toks.append(np.asarray(t))
+            mels.append(np.asarray(y))
+        return np.concatenate(toks, 1), np.concatenate(mels, 1)
+
+    t32, m32 = run(base)
+    for narrow in (INT8_DECODER, functools.partial(bf16_weights, stacks=DECODER_STACKS)):
+        t, m = run(narrow(base))
+        np.testing.assert_array_equal(t, t32)
+        assert 0 < np.abs(m - m32).max() < 0.05  # the decoder is narrowed, and only a little
+    with pytest.raises(ValueError, match="stacks must be"):
+        int8_weights(base, stacks=("fsq",))
 
 
 def test_kv_dtype_is_validated():

@@ -71,7 +71,8 @@ def test_stream_command_narrow_weights_match_float32_audio(tmp_path, golden_dir,
     wav = np.load(golden_dir / "codec_tiny_86hz_io.npz")["wav_in"][0, :12000]
     save_wav(tmp_path / "in.wav", wav, 22050)
     outs = []
-    for extra in ([], ["--bf16-weights", "--bf16-kv"], ["--int8-weights"]):
+    for extra in ([], ["--bf16-weights", "--bf16-kv"], ["--int8-weights"],
+                  ["--int8-weights", "--exact-tokens"]):
         out = tmp_path / f"out{len(outs)}.wav"
         assert main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
                      "--out", str(out), *extra]) == 0
@@ -79,14 +80,19 @@ def test_stream_command_narrow_weights_match_float32_audio(tmp_path, golden_dir,
     text = capsys.readouterr().out
     assert "float32 weights, float32 KV" in text and "bfloat16 weights, bfloat16 KV" in text
     assert "int8 weights, float32 KV" in text
-    assert len(outs[0]) == len(outs[1]) == len(outs[2]) == len(wav)
+    assert "int8 weights (decoder stacks only), float32 KV" in text
+    assert all(len(o) == len(wav) for o in outs)
     # Mels ~1e-5 apart; Griffin-Lim's 32 phase iterations and 16-bit output amplify that
     # to isolated samples (max ~3e-2) but not to the waveform as a whole.
     # int8: each weight is off by up to max|w[:, n]| / 254, ~10x the bf16 rounding, so its
     # mels sit ~10x further from float32 (3.5e-2 measured): a broken kernel reads ~1.
-    for other, tol in zip(outs[1:], (0.02, 0.07)):
+    for other, tol in zip(outs[1:], (0.02, 0.07, 0.07)):
         rel = np.sqrt(np.mean((outs[0] - other) ** 2) / np.mean(outs[0] ** 2))
         assert rel < tol, rel
     with pytest.raises(SystemExit):  # one weight format at a time
         main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
               "--out", str(tmp_path / "x.wav"), "--bf16-weights", "--int8-weights"])
+    capsys.readouterr()
+    assert main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
+                 "--out", str(tmp_path / "x.wav"), "--exact-tokens"]) == 2
+    assert "--exact-tokens applies to" in capsys.readouterr().err

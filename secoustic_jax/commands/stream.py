@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                         help="int8 transformer kernels with per-column scales, float32 "
                              "accumulation and FSQ (a quarter of the float32 bytes; "
                              "changes a few tokens in a thousand, see docs/streaming.md)")
+    p.add_argument("--exact-tokens", action="store_true",
+                   help="with --bf16-weights / --int8-weights: narrow only the stacks after "
+                        "the tokens (connector, decoder), so tokens equal float32's")
     p.add_argument("--bf16-kv", action="store_true",
                    help="bfloat16 KV rings read by the CPU ring kernels (half the attention "
                         "bytes per step; float32 queries, softmax and accumulation)")
@@ -57,9 +60,12 @@ def _stream(codec, wav, g, m, args):
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.frontend import StreamingMel
     cfg, v = codec.config, codec.variables
+    if args.exact_tokens and not (args.bf16_weights or args.int8_weights):
+        raise ValueError("--exact-tokens applies to --bf16-weights or --int8-weights")
     if args.bf16_weights or args.int8_weights:
         from secoustic_jax.streaming import lowp
-        v = (lowp.bf16_weights if args.bf16_weights else lowp.int8_weights)(v)
+        stacks = lowp.DECODER_STACKS if args.exact_tokens else lowp.STACKS
+        v = (lowp.bf16_weights if args.bf16_weights else lowp.int8_weights)(v, stacks)
     hop = cfg.hop
     state = cs.init_state(v, cfg, 1, chunk_tokens=m,
                           official_streaming=args.official_streaming,
@@ -127,7 +133,7 @@ def run(args) -> int:
     algo = 1000.0 * m * cfg.hop * cfg.mel.hop_length / sr + lookahead_ms(cfg.mel)
     print(f"stream: {cfg.variant}, {m} token(s) per step ({m * period:.2f} ms), "
           f"{'bfloat16' if args.bf16_weights else 'int8' if args.int8_weights else 'float32'}"
-          " weights, "
+          f" weights{' (decoder stacks only)' if args.exact_tokens else ''}, "
           f"{'bfloat16' if args.bf16_kv else 'float32'} KV, "
           f"{len(ms)} steps, wrote {args.out}")
     print(f"first packet: algorithmic {algo:.1f} ms + compute {ms[0]:.1f} ms "

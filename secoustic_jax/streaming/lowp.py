@@ -9,6 +9,10 @@ the four transformer stacks:
   q = round(w / s), s = max|w[:, n]| / 127 (a quarter of the bytes; error up to s / 2
   per weight), stored as `kernel` (int8) and a sibling `kernel_scale` [N].
 
+Both take `stacks`: with DECODER_STACKS only the stacks after the tokens are narrowed, so
+the tokens stay exactly those of the float32 stream (narrowing the encoder side changed
+0.4 % (bf16) and 1.3 % (int8) of a trained tiny model's tokens; docs/streaming.md).
+
 `narrow_matvec()` is a `flax.linen.intercept_methods` interceptor that sends every
 `nn.Dense` holding such a kernel to the `secoustic_jax.kernels` custom calls (weights
 widened in registers, float32 accumulation; XLA:CPU's own bf16 dot is ~10x slower than
@@ -24,6 +28,8 @@ import jax.numpy as jnp
 
 STACKS = ("encoder_transformer", "vae_semantic_transformer", "semantic_connector",
           "decoder_transformer")
+# The stacks after the tokens: narrowing only these keeps the tokens those of float32.
+DECODER_STACKS = ("semantic_connector", "decoder_transformer")
 NARROW = (jnp.bfloat16, jnp.int8)  # kernel dtypes the interceptor routes to the kernels
 
 
@@ -32,11 +38,18 @@ def _is_stack_kernel(path, x) -> bool:
     return name.endswith("['kernel']") and x.ndim >= 2 and not name.startswith("['dense_")
 
 
-def bf16_weights(variables: dict) -> dict:
-    """Copy of {"params": ...} with every >= 2-D kernel of the transformer stacks in bf16
-    (LayerNorm, LayerScale, biases, SEANet and FSQ stay float32)."""
+def _check_stacks(stacks) -> tuple:
+    stacks = tuple(stacks)
+    if not stacks or any(s not in STACKS for s in stacks):
+        raise ValueError(f"stacks must be a non-empty subset of {STACKS}, got {stacks}")
+    return stacks
+
+
+def bf16_weights(variables: dict, stacks=STACKS) -> dict:
+    """Copy of {"params": ...} with every >= 2-D kernel of `stacks` in bf16 (LayerNorm,
+    LayerScale, biases, SEANet and FSQ stay float32)."""
     params = dict(variables["params"])
-    for name in STACKS:
+    for name in _check_stacks(stacks):
         params[name] = jax.tree_util.tree_map_with_path(
             lambda p, x: x.astype(jnp.bfloat16) if _is_stack_kernel(p, x) else x,
             params[name])
@@ -75,11 +88,11 @@ def _int8_tree(tree):
     return out
 
 
-def int8_weights(variables: dict) -> dict:
-    """Copy of {"params": ...} with every 2-D kernel of the transformer stacks as int8 plus
-    a per-column float32 `kernel_scale` (everything else as in `bf16_weights`)."""
+def int8_weights(variables: dict, stacks=STACKS) -> dict:
+    """Copy of {"params": ...} with every 2-D kernel of `stacks` as int8 plus a per-column
+    float32 `kernel_scale` (everything else as in `bf16_weights`)."""
     params = dict(variables["params"])
-    for name in STACKS:
+    for name in _check_stacks(stacks):
         top = dict(params[name])
         for key, sub in top.items():
             if not key.startswith("dense_") and isinstance(sub, dict):
