@@ -259,7 +259,8 @@ def _table(result: dict) -> list[dict]:
     """README rows {what, value, reference, note} (bench/run_all.py format)."""
     rows = []
     for name, out in result["presets"].items():
-        for label in VARIANTS:
+        present = [label for label in VARIANTS if label in out]
+        for label in present:
             f = out[label]["fused_step"]
             rows.append({"what": f"stream {name} encode+decode step, batch 1, {label}",
                          "value": f"{f['median_ms']} ms median (p90 {f['p90_ms']}, p99 "
@@ -269,11 +270,11 @@ def _table(result: dict) -> list[dict]:
                                  f"{out[label]['decode_step']['median_ms']} ms; first frame "
                                  f"{out[label]['first_frame_ms']} ms + algorithmic "
                                  f"{out[label]['algorithmic_ms']} ms"})
-        for label in list(VARIANTS)[1:]:
+        for label in present[1:]:
             rows.append({"what": f"stream {name}: {label} token change vs float32",
                          "value": f"{out['token_change_rate'][label]:.2%}", "reference": "-",
                          "note": f"{out['distinct_tokens_f32']} distinct tokens (rescaled FSQ)"})
-        for label in VARIANTS:
+        for label in present:
             c = out["concurrency_" + label]
             rows.append({"what": f"stream {name}: concurrent real-time streams ({label})",
                          "value": str(c["max_realtime_batch"]),
@@ -300,6 +301,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", nargs=2, metavar=("PRESET", "VARIANT"),
                     help="internal: one concurrency sweep, JSON on the last line")
     ap.add_argument("--batches", type=int, nargs="+", default=[1])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                    help="variants to time (float32 is always included: the reference)")
     ap.add_argument("--trained-ckpt", default=str(TRAINED_CKPT),
                     help="training run whose token change per variant is measured")
     ap.add_argument("--trained-manifest", default=str(TRAINED_MANIFEST))
@@ -321,8 +324,9 @@ def main(argv=None) -> int:
                   _speech(cfg.hop * (args.warm + args.steps)).reshape(-1, cfg.hop, 80)]
         g = np.zeros((1, cfg.transformer.d_model), np.float32)
         out = {"token_period_ms": round(1000.0 / cfg.token_rate, 3)}
+        variants = ["float32"] + [x for x in args.variants if x != "float32"]
         tokens = {}
-        for label in VARIANTS:
+        for label in variants:
             v, kv = _variant(v32, label)
             res, tokens[label] = _bench_dtype(cfg, v, args.warm, args.steps, frames, g, kv)
             res["warm_steps"] = args.warm
@@ -335,7 +339,7 @@ def main(argv=None) -> int:
         out["tokens_compared"] = len(t32)
         out["distinct_tokens_f32"] = int(len(np.unique(t32)))
         batches = getattr(args, "batches_" + name)
-        for label in VARIANTS:
+        for label in variants:
             out["concurrency_" + label] = _sweep_in_subprocess(name, label, batches)
         result["presets"][name] = out
     print("== token change on a trained checkpoint", flush=True)
