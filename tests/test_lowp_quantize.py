@@ -48,3 +48,21 @@ def test_int8_weights_narrow_only_transformer_kernels():
             assert scale["kernel_scale"].shape == leaf.shape[1:]
     # in_proj, out_proj, linear1, linear2 of every layer of the four stacks.
     assert n_int8 == 4 * cfg.transformer.num_layers * len(STACKS)
+
+
+def test_widened_matvec_is_the_kernels_reference():
+    """The non-CPU branch of the interceptor (XLA widening) agrees with the CPU custom
+    calls on the same narrow weights."""
+    from secoustic_jax import kernels
+    from secoustic_jax.streaming.lowp import widened_matvec
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((3, 256)), jnp.float32)
+    w = rng.standard_normal((256, 96)).astype(np.float32) / 16
+    b16 = jnp.asarray(w).astype(jnp.bfloat16)
+    q, s = quantize_int8(w)
+    # float32 sums of 256 terms in two orders: ~256 eps |x||w| ~ 1e-5 here.
+    np.testing.assert_allclose(np.asarray(widened_matvec(x, b16)),
+                               np.asarray(kernels.bf16_matvec(x, b16)), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(widened_matvec(x, q, s)),
+                               np.asarray(kernels.int8_matvec(x, q, s)), atol=2e-5, rtol=0)

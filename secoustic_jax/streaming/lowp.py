@@ -101,19 +101,33 @@ def int8_weights(variables: dict, stacks=STACKS) -> dict:
     return {**variables, "params": params}
 
 
+def widened_matvec(x, kernel, scale=None):
+    """x f32[..., K] @ a narrow kernel, widened in XLA: what non-CPU platforms run (their
+    bf16 / int8-to-float dots are native) and the reference of the CPU custom calls."""
+    y = jnp.dot(x, kernel.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    return y if scale is None else y * scale
+
+
+def _cpu_matvec(x, kernel, scale=None):
+    from secoustic_jax import kernels
+
+    if scale is None:
+        return kernels.bf16_matvec(x, kernel)
+    return kernels.int8_matvec(x, kernel, scale)
+
+
 def _intercept(next_fun, args, kwargs, context):
     module = context.module
     if isinstance(module, nn.Dense) and context.method_name == "__call__":
         kernel = module.get_variable("params", "kernel")
         if kernel is not None and kernel.dtype in NARROW:
-            from secoustic_jax import kernels
-
             (x,) = args
             x = x.astype(jnp.float32)
-            if kernel.dtype == jnp.int8:
-                y = kernels.int8_matvec(x, kernel, module.get_variable("params", "kernel_scale"))
-            else:
-                y = kernels.bf16_matvec(x, kernel)
+            scale = (module.get_variable("params", "kernel_scale")
+                     if kernel.dtype == jnp.int8 else None)
+            operands = (x, kernel) if scale is None else (x, kernel, scale)
+            # The custom calls exist on CPU only; elsewhere XLA's own narrow dots are fast.
+            y = jax.lax.platform_dependent(*operands, cpu=_cpu_matvec, default=widened_matvec)
             if module.use_bias:
                 y = y + module.get_variable("params", "bias").astype(jnp.float32)
             return y.astype(module.dtype or jnp.float32)
