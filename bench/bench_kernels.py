@@ -16,10 +16,7 @@ the repeat medians). Writes bench/results/kernels.json with the machine descript
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -27,16 +24,10 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_streaming import describe_machine, write_result  # noqa: E402 - beside this script
+
 LAYERS = 16  # mat-vec chain: 2 products per layer
 RINGS = 24  # token path: encoder, connector and decoder stacks x 8 layers
-
-
-def _machine() -> dict:
-    import jax
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "jax": jax.__version__, "loadavg_start": os.getloadavg()}
 
 
 def _time(fns: dict, args: dict, repeats: int, calls: int) -> dict:
@@ -152,14 +143,11 @@ def main(argv=None) -> int:
         args.repeats, args.calls, args.streams = 1, 5, [1, 16]
     from secoustic_jax import kernels
     kernels.load()
-    result = {"machine": _machine(), "command": " ".join(["bench/bench_kernels.py"] + (argv or sys.argv[1:])),
+    result = {"machine": describe_machine(), "command": " ".join(["bench/bench_kernels.py"] + (argv or sys.argv[1:])),
               "matvec": bench_matvec(args.streams, args.repeats, args.calls),
               "rings": bench_rings(args.batches, args.repeats, args.calls)}
-    result["machine"]["loadavg_end"] = os.getloadavg()
     result["table"] = _table(result)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 

@@ -43,7 +43,7 @@ TRAINED_CKPT = ROOT / "demo/work/train"  # the tiny run `make demo` trains
 TRAINED_MANIFEST = ROOT / "cache/demo_corpus/test.jsonl"
 
 
-def _machine() -> dict:
+def describe_machine() -> dict:
     import jax
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), platform.processor())
@@ -51,6 +51,18 @@ def _machine() -> dict:
             "python": sys.version.split()[0], "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()], "loadavg_start": os.getloadavg(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "nice": os.nice(0)}
+
+
+def write_result(result: dict, out) -> None:
+    """Stamps the end load average into result["machine"] and writes the JSON atomically
+    (a crashed run never leaves a truncated result for run_all to collect)."""
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
 
 
 def _speech(frames: int) -> np.ndarray:
@@ -130,7 +142,6 @@ def _variant(v32, label):
 def _trained_token_change(ckpt, manifest, utterances: int) -> dict:
     """Token change of each variant vs float32 on a trained checkpoint (random weights
     with a rescaled FSQ sit farther from the rounding boundaries than trained ones)."""
-    import json as _json
     from secoustic_jax.api import Codec
     from secoustic_jax.audio.io import load_audio
     from secoustic_jax.streaming import codec_steps as cs
@@ -142,7 +153,7 @@ def _trained_token_change(ckpt, manifest, utterances: int) -> dict:
                            "(run `make demo` first)"}
     cfg, v = found
     codec = Codec(cfg, v)
-    rows = [_json.loads(line) for line in open(manifest)][:utterances]
+    rows = [json.loads(line) for line in open(manifest)][:utterances]
     g = np.zeros((1, cfg.transformer.d_model), np.float32)
     base = {"params": v["params"]}
     changed = {label: 0 for label in VARIANTS if label != "float32"}
@@ -314,7 +325,7 @@ def main(argv=None) -> int:
         args.steps, args.batches_86hz, args.batches_21_5hz = 50, [1, 2], [1, 16]
     import jax
     from secoustic_jax.config import codec_preset
-    result = {"machine": _machine(), "command": " ".join(["bench/bench_streaming.py"] + (argv or sys.argv[1:])),
+    result = {"machine": describe_machine(), "command": " ".join(["bench/bench_streaming.py"] + (argv or sys.argv[1:])),
               "presets": {}}
     for name in args.presets:
         cfg = codec_preset(name)
@@ -346,11 +357,8 @@ def main(argv=None) -> int:
     result["trained_token_change"] = _trained_token_change(
         args.trained_ckpt, args.trained_manifest, args.trained_utterances)
     print(f"  {result['trained_token_change']}", flush=True)
-    result["machine"]["loadavg_end"] = os.getloadavg()
     result["table"] = _table(result)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 

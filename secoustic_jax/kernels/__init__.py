@@ -118,17 +118,23 @@ def bf16_matvec(x, w):
     Deterministic (bit-identical across calls and thread schedules). CPU only; no
     gradient (it is an inference kernel).
     """
-    import jax
     import jax.numpy as jnp
 
     if w.ndim != 2 or w.dtype != jnp.bfloat16:
         raise ValueError(f"bf16_matvec: w must be bf16[K, N], got {w.dtype}{list(w.shape)}")
+    return _matvec("bf16_matvec", x, w)
+
+
+def _matvec(name: str, x, w, *extra):
+    """x [..., K] against a checked narrow w [K, N] (plus `extra` operands) -> [..., N]."""
+    import jax.numpy as jnp
+
     if x.shape[-1:] != w.shape[:1]:
-        raise ValueError(f"bf16_matvec: x {list(x.shape)} does not contract with w "
+        raise ValueError(f"{name}: x {list(x.shape)} does not contract with "
                          f"{list(w.shape)}")
     lead, (k, n) = x.shape[:-1], w.shape
     x2 = x.astype(jnp.float32).reshape(-1, k)
-    return _call("secoustic_bf16_matvec", (x2.shape[0], n), x2, w).reshape(*lead, n)
+    return _call("secoustic_" + name, (x2.shape[0], n), x2, w, *extra).reshape(*lead, n)
 
 
 def int8_matvec(x, q, scale):
@@ -144,13 +150,7 @@ def int8_matvec(x, q, scale):
     if scale.shape != q.shape[1:]:
         raise ValueError(f"int8_matvec: scale must be f32[{q.shape[1]}], got "
                          f"{list(scale.shape)}")
-    if x.shape[-1:] != q.shape[:1]:
-        raise ValueError(f"int8_matvec: x {list(x.shape)} does not contract with q "
-                         f"{list(q.shape)}")
-    lead, (k, n) = x.shape[:-1], q.shape
-    x2 = x.astype(jnp.float32).reshape(-1, k)
-    return _call("secoustic_int8_matvec", (x2.shape[0], n), x2, q,
-                 scale.astype(jnp.float32)).reshape(*lead, n)
+    return _matvec("int8_matvec", x, q, scale.astype(jnp.float32))
 
 
 def _ring_bits(name: str, a, ring, contract_axis: int):
