@@ -8,6 +8,13 @@ For the streaming steps, which read every weight and every key/value ring once p
 - `bf16_scores(q, k)`: q f32[G, c, D] . k bf16[G, C, D] -> f32[G, c, C] (attention logits);
 - `bf16_mix(p, v)`: p f32[G, c, C] @ v bf16[G, C, D] -> f32[G, c, D] (weighted values).
 
+For the offline transformers (XLA:CPU runs the small band dots of windowed attention at a
+third of its large-dot rate):
+
+- `window_attention(qkv, cos, sin, context, scale)`: fused causal windowed attention
+  with RoPE, from the in_proj rows f32[B, T, 3, H, D] to f32[B, T, H, D] (rotation,
+  scores, softmax and weighted sum per block of queries, in cache).
+
 All accumulate in float32 and are deterministic. One shared library holds them; it goes
 to `$SECOUSTIC_KERNEL_DIR` (default `~/.cache/secoustic-jax/kernels`), named by a hash of
 the sources, the jaxlib version (the FFI headers come from it) and the compiler flags, so
@@ -28,12 +35,14 @@ import subprocess
 import tempfile
 
 HERE = pathlib.Path(__file__).parent
-SOURCES = tuple(HERE / n for n in ("common.h", "matvec.cc", "ring_attention.cc"))
+SOURCES = tuple(HERE / n for n in ("common.h", "matvec.cc", "ring_attention.cc",
+                                   "window_attention.cc"))
 # FFI target name -> exported handler symbol.
 TARGETS = {"secoustic_bf16_matvec": "SecousticBf16Matvec",
            "secoustic_int8_matvec": "SecousticInt8Matvec",
            "secoustic_bf16_scores": "SecousticBf16Scores",
-           "secoustic_bf16_mix": "SecousticBf16Mix"}
+           "secoustic_bf16_mix": "SecousticBf16Mix",
+           "secoustic_window_attention": "SecousticWindowAttention"}
 # -march=native: the library is built on the machine that runs it (AVX-512 where present,
 # a scalar loop elsewhere); -ffp-contract=off keeps the written fma order exact.
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c++17", "-fPIC", "-shared", "-w")
@@ -104,12 +113,13 @@ def load() -> tuple[str, ...]:
     return tuple(TARGETS)
 
 
-def _call(target: str, shape, *args):
+def _call(target: str, shape, *args, **attrs):
     load()
     import jax
     import jax.numpy as jnp
 
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32))(*args)
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
+                            vmap_method="sequential")(*args, **attrs)
 
 
 def bf16_matvec(x, w):
@@ -195,3 +205,29 @@ def bf16_mix(p, v):
     v = _ring_bits("bf16_mix", p, v, 1)
     g, c, _ = p.shape
     return _call("secoustic_bf16_mix", (g, c, v.shape[2]), p.astype(jnp.float32), v)
+
+
+def window_attention(qkv, cos, sin, context: int, scale: float):
+    """Fused causal windowed attention with RoPE (layers/attention.py `window_attention`).
+
+    qkv f32[B, T, 3, H, D] (in_proj output: q | k | v), cos, sin f32[B or 1, T, D/2]
+    (`layers.rope.rope_tables`) -> f32[B, T, H, D],
+    o[b, t, h] = sum_s softmax_s(scale * q'[b, t, h] . k'[b, s, h]) v[b, s, h] over
+    t - context < s <= t, q' and k' rotated. Float32 throughout (a < 2 ulp exp);
+    deterministic. CPU only, no gradient of its own.
+    """
+    import numpy as np
+    import jax.numpy as jnp
+
+    if qkv.ndim != 5 or qkv.shape[2] != 3 or qkv.shape[4] % 2:
+        raise ValueError(f"window_attention: qkv must be [B, T, 3, H, D] with D even, got "
+                         f"{list(qkv.shape)}")
+    b, t, _, h, d = qkv.shape
+    if cos.shape != sin.shape or cos.shape not in ((1, t, d // 2), (b, t, d // 2)):
+        raise ValueError(f"window_attention: cos, sin must be [1 or {b}, {t}, {d // 2}], got "
+                         f"{list(cos.shape)}, {list(sin.shape)}")
+    if int(context) < 1:
+        raise ValueError(f"window_attention: context must be >= 1, got {context}")
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    return _call("secoustic_window_attention", (b, t, h, d), f32(qkv), f32(cos), f32(sin),
+                 context=np.int64(context), scale=np.float32(scale))

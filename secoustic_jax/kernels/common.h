@@ -1,5 +1,5 @@
 // Shared pieces of the CPU custom calls: widening of the narrow weight types (bf16 held as
-// uint16 bits, int8), the register-tiled y[M, n0:n0+16*NV] = x[M, K] @ float32(w[K, N])
+// uint16 bits, int8; float32 passes through), the register-tiled y[M, n0:n0+16*NV] = x[M, K] @ float32(w[K, N])
 // block for either type, and a parallel-for over XLA's intra-op thread pool that is
 // deterministic (each output element is computed by exactly one task, in the same order,
 // whichever thread runs it).
@@ -38,6 +38,7 @@ inline float ToF32(uint16_t b) {
   return f;
 }
 inline float ToF32(int8_t q) { return static_cast<float>(q); }
+inline float ToF32(float f) { return f; }
 
 #if defined(__AVX512F__)
 // 16 weights at p -> 16 float32 lanes (exact for both types).
@@ -49,6 +50,7 @@ inline __m512 Widen16(const int8_t* p) {
   const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
 }
+inline __m512 Widen16(const float* p) { return _mm512_loadu_ps(p); }
 
 // Rows r < MR of y (row stride ldy), columns n0 .. n0 + 16 NV: accumulators stay in
 // registers for the whole k loop, so each weight vector is widened once per MR rows.

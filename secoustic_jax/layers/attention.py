@@ -10,6 +10,7 @@ Logits, softmax and the weighted sum accumulate in float32 whatever the compute 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -20,7 +21,7 @@ from jax import lax
 
 from secoustic_jax.config.model import TransformerConfig
 from secoustic_jax.layers.common import EMBED, HEADS, QKV, dtype_of, torch_uniform
-from secoustic_jax.layers.rope import apply_rope
+from secoustic_jax.layers.rope import apply_rope, rope_tables, rotate
 
 DEFAULT_BLOCKS_PER_STEP = 8  # query blocks vectorised per lax.map step (bounds live logits)
 BF16_BITS = jnp.uint16  # storage dtype of a bfloat16 KV ring (its bit patterns)
@@ -133,6 +134,51 @@ def banded_attention(q, k, v, context: int, block: int, scale: float | None = No
     out = lax.map(one_block, jnp.arange(nb), batch_size=min(blocks_per_step, nb))
     out = jnp.moveaxis(out, 0, 2).reshape(bsz, h, nb * block, dh)  # [nb,B,H,b,Dh] -> time
     return out[:, :, :t]
+
+
+def _window_reference(qkv, cos, sin, context: int, block: int) -> jnp.ndarray:
+    """`window_attention` in XLA: RoPE, `banded_attention`, back to [B, T, H, Dh]."""
+    q, k, v = (qkv[:, :, i] for i in range(3))
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    a = banded_attention(*(jnp.swapaxes(x, 1, 2) for x in (q, k, v)), context, block)
+    return jnp.swapaxes(a, 1, 2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def window_attention(qkv, cos, sin, context: int, block: int) -> jnp.ndarray:
+    """Offline causal windowed attention with RoPE from the in_proj rows.
+
+    qkv [B, T, 3, H, Dh] (q | k | v, unrotated), cos, sin [B or 1, T, Dh/2] (`rope_tables`)
+    -> [B, T, H, Dh]. On CPU with float32 rows, the fused `secoustic_jax.kernels`
+    custom call (rotation, scores, softmax and weighted sum per block of 16 queries, in
+    cache): an 86 Hz layer at T = 861 takes ~19 instead of 32 ms on 2 Zen 5 cores, at the
+    same error against float64 (bench/NOTES.md section 8). Elsewhere, and for bf16 rows,
+    `_window_reference` (RoPE + `banded_attention`). The gradient is always the
+    reference's, recomputed in the backward pass (as its checkpointed blocks are).
+    """
+    if qkv.dtype != jnp.float32:
+        return _window_reference(qkv, cos, sin, context, block)
+
+    def on_cpu(qkv, cos, sin):
+        from secoustic_jax.kernels import window_attention as kernel  # leaf module: jax only
+
+        return kernel(qkv, cos, sin, context, 1.0 / math.sqrt(qkv.shape[-1]))
+
+    return lax.platform_dependent(
+        qkv, cos, sin, cpu=on_cpu,
+        default=lambda *a: _window_reference(*a, context, block))
+
+
+def _window_fwd(qkv, cos, sin, context, block):
+    return window_attention(qkv, cos, sin, context, block), (qkv, cos, sin)
+
+
+def _window_bwd(context, block, residuals, g):
+    _, vjp = jax.vjp(lambda *a: _window_reference(*a, context, block), *residuals)
+    return vjp(g)
+
+
+window_attention.defvjp(_window_fwd, _window_bwd)
 
 
 # ---- streaming: ring KV cache ----------------------------------------------------------
@@ -272,13 +318,14 @@ class MultiHeadAttention(nn.Module):
 
     def __call__(self, x, positions):
         """Offline attention. x: [B, T, d]; positions [T] or [B, T] (RoPE only). -> [B, T, d]."""
-        q, k, v = self._qkv(x, positions)
         cfg = self.cfg
         if cfg.uses_dense_attention(x.shape[1]):
-            a = dense_attention(q, k, v, cfg.context)
-        else:
-            a = banded_attention(q, k, v, cfg.context, cfg.attention_block)
-        return self._out(a)
+            return self._out(dense_attention(*self._qkv(x, positions), cfg.context))
+        b, t, d = x.shape
+        qkv = self.in_proj(x).reshape(b, t, 3, cfg.num_heads, cfg.head_dim)
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.max_period)
+        a = window_attention(qkv, cos, sin, cfg.context, cfg.attention_block)
+        return self.out_proj(a.reshape(b, t, d))
 
     def step(self, cache: KVCache, x, context: int | None = None):
         """Streaming step. x: [B, c, d] -> (cache, [B, c, d]); positions come from the cache."""
