@@ -136,25 +136,29 @@ def banded_attention(q, k, v, context: int, block: int, scale: float | None = No
     return out[:, :, :t]
 
 
-def _window_reference(qkv, cos, sin, context: int, block: int) -> jnp.ndarray:
-    """`window_attention` in XLA: RoPE, `banded_attention`, back to [B, T, H, Dh]."""
+def _window_reference(qkv, cos, sin, context: int, block: int | None) -> jnp.ndarray:
+    """`window_attention` in XLA: RoPE, then `banded_attention` with query blocks of
+    `block` (None: `dense_attention`), back to [B, T, H, Dh]."""
     q, k, v = (qkv[:, :, i] for i in range(3))
     q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-    a = banded_attention(*(jnp.swapaxes(x, 1, 2) for x in (q, k, v)), context, block)
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
+    a = dense_attention(q, k, v, context) if block is None else banded_attention(
+        q, k, v, context, block)
     return jnp.swapaxes(a, 1, 2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def window_attention(qkv, cos, sin, context: int, block: int) -> jnp.ndarray:
+def window_attention(qkv, cos, sin, context: int, block: int | None) -> jnp.ndarray:
     """Offline causal windowed attention with RoPE from the in_proj rows.
 
     qkv [B, T, 3, H, Dh] (q | k | v, unrotated), cos, sin [B or 1, T, Dh/2] (`rope_tables`)
     -> [B, T, H, Dh]. On CPU with float32 rows, the fused `secoustic_jax.kernels`
     custom call (rotation, scores, softmax and weighted sum per block of 16 queries, in
-    cache): an 86 Hz layer at T = 861 takes ~19 instead of 32 ms on 2 Zen 5 cores, at the
-    same error against float64 (bench/NOTES.md section 8). Elsewhere, and for bf16 rows,
-    `_window_reference` (RoPE + `banded_attention`). The gradient is always the
-    reference's, recomputed in the backward pass (as its checkpointed blocks are).
+    cache): the 86 Hz stack at T = 861 takes 143 instead of 279 ms on 2 Zen 5 cores, at
+    the same error against float64 (bench/NOTES.md section 8). Elsewhere, and for bf16
+    rows, `_window_reference` (RoPE + banded, or dense when block is None). The gradient
+    is always the reference's, recomputed in the backward pass (as the banded form's
+    checkpointed blocks are anyway).
     """
     if qkv.dtype != jnp.float32:
         return _window_reference(qkv, cos, sin, context, block)
@@ -319,12 +323,13 @@ class MultiHeadAttention(nn.Module):
     def __call__(self, x, positions):
         """Offline attention. x: [B, T, d]; positions [T] or [B, T] (RoPE only). -> [B, T, d]."""
         cfg = self.cfg
-        if cfg.uses_dense_attention(x.shape[1]):
-            return self._out(dense_attention(*self._qkv(x, positions), cfg.context))
         b, t, d = x.shape
         qkv = self.in_proj(x).reshape(b, t, 3, cfg.num_heads, cfg.head_dim)
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.max_period)
-        a = window_attention(qkv, cos, sin, cfg.context, cfg.attention_block)
+        # Short inputs take the dense form off CPU and in the backward pass (fewer, larger
+        # dots than the bands there); on CPU the forward is the fused kernel either way.
+        block = None if cfg.uses_dense_attention(t) else cfg.attention_block
+        a = window_attention(qkv, cos, sin, cfg.context, block)
         return self.out_proj(a.reshape(b, t, d))
 
     def step(self, cache: KVCache, x, context: int | None = None):
