@@ -27,12 +27,14 @@ def _flops_note(flops: float | None, seconds: float, peak: float | None) -> str:
 def vocoder_rows(res: dict, peak=None) -> list[dict]:
     rows = []
     for name, r in res.get("results", {}).items():
-        hift = name == "hift"
+        hift = name.startswith("hift")
         row = {"what": f"vocoder {name}, {res.get('audio_seconds', 10):.0f} s, batch 1",
                "value": f"{r['median_s']:.2f} s (RTF {r['rtf_median']:.3f}; CPU {r.get('cpu_median_s', 0):.2f} s)",
                "note": "fallback, no reference" if not hift else
                f"target >= {TARGET:.0f}x: {'met' if HIFT_REF_S / r['median_s'] >= TARGET else 'NOT met'}; "
-               "HiFT FLOPs not modelled in flops.py"}
+               "HiFT FLOPs not modelled in flops.py"
+               + (f"; bf16 operands, SNR {r['snr_db_vs_float32']:.1f} dB vs float32"
+                  if "snr_db_vs_float32" in r else "")}
         if hift:
             row["reference"] = f"{HIFT_REF_S:.1f} s ({HIFT_REF_S / r['median_s']:.1f}x)"
         rows.append(row)

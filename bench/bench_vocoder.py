@@ -1,5 +1,7 @@
 """Vocoder real-time factor on CPU: 10 s of mel (861 frames) through the full default HiFT
-(random PyTorch-default weights; speed does not depend on the values), pinned to N cores.
+(random PyTorch-default weights; speed does not depend on the values), pinned to N cores;
+on a CPU with AVX512_BF16 also the opt-in bf16 decoder convs (`hift_bf16conv`) with their
+waveform SNR against float32 (deterministic source, same weights and mel).
 
     .venv/bin/python bench/bench_vocoder.py [--cores 2] [--repeats 5] [--seconds 10]
         [--no-griffin-lim] [--out bench/results/vocoder.json]
@@ -82,6 +84,14 @@ def main(argv=None) -> int:
     mel = np.random.default_rng(0).normal(-6.0, 2.0, (frames, 80)).astype(np.float32)
     voc = Vocoder.init_random(HiFTConfig(), seed=0)
     results = {"hift": _time_calls(lambda: voc(mel, seed=0), args.repeats)}
+    from secoustic_jax import kernels
+
+    if kernels.has_bf16_conv():  # the opt-in bf16 decoder convs, and what they change
+        vb = Vocoder(voc.config, voc.variables, voc.name, conv_dtype="bfloat16")
+        results["hift_bf16conv"] = _time_calls(lambda: vb(mel, seed=0), args.repeats)
+        a, b = voc(mel, deterministic=True), vb(mel, deterministic=True)
+        results["hift_bf16conv"]["snr_db_vs_float32"] = float(
+            10 * np.log10(np.sum(a.astype(np.float64) ** 2) / np.sum((a - b).astype(np.float64) ** 2)))
     if args.griffin_lim:
         gl = Vocoder.griffin_lim()
         results["griffin-lim-32"] = _time_calls(lambda: gl(mel, seed=0), max(1, args.repeats // 2))
@@ -101,7 +111,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: {"median_s": round(v["median_s"], 3), "rtf": round(v["rtf_median"], 4),
-                          "cpu_median_s": round(v["cpu_median_s"], 3)}
+                          "cpu_median_s": round(v["cpu_median_s"], 3),
+                          **({"snr_db": round(v["snr_db_vs_float32"], 1)}
+                             if "snr_db_vs_float32" in v else {})}
                       for k, v in results.items()}))
     return 0
 

@@ -137,6 +137,28 @@ def test_audio_and_npz_errors_exit_2(ckpt, wavs, tmp_path, capsys):
                   "--out", tmp_path / "a.npz")
 
 
+def test_decode_with_the_bf16_vocoder(ckpt, wavs, tmp_path, capsys):
+    import dataclasses
+
+    from secoustic_jax import kernels
+    from secoustic_jax.config.hift import HiFTConfig
+    from secoustic_jax.vocoder import Vocoder
+
+    d, _ = wavs
+    assert run(capsys, "encode", d / "utt0.wav", "--ckpt", ckpt, "--out", tmp_path / "t.npz")[0] == 0
+    _expect_error(capsys, "griffin-lim has no convolutions", "decode", tmp_path / "t.npz",
+                  "--ckpt", ckpt, "--out", tmp_path / "w.wav", "--vocoder-bf16")
+    if not kernels.has_bf16_conv():
+        pytest.skip("this CPU build has no AVX512_BF16")
+    cfg = dataclasses.replace(HiFTConfig(), base_channels=128, f0_cond_channels=64)
+    Vocoder.init_random(cfg, seed=0).save(tmp_path / "voc")
+    code, _, err = run(capsys, "decode", tmp_path / "t.npz", "--ckpt", ckpt, "--out",
+                       tmp_path / "w.wav", "--vocoder", tmp_path / "voc", "--vocoder-bf16")
+    assert code == 0, err
+    wav, sr = sf.read(tmp_path / "w.wav")
+    assert sr == 22050 and wav.shape == (102400,) and np.isfinite(wav).all()
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "secoustic_jax.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout

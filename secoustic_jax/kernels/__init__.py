@@ -8,6 +8,11 @@ For the streaming steps, which read every weight and every key/value ring once p
 - `bf16_scores(q, k)`: q f32[G, c, D] . k bf16[G, C, D] -> f32[G, c, C] (attention logits);
 - `bf16_mix(p, v)`: p f32[G, c, C] @ v bf16[G, C, D] -> f32[G, c, D] (weighted values).
 
+For the HiFT vocoder's convolutions (opt-in bf16 operands, float32 accumulation):
+
+- `conv_bf16(x, w_pairs, bias, dilation, pad, out_len)` with `pack_bf16_pairs(w)`: a 1-D
+  convolution on VDPBF16PS (`has_bf16_conv()`: whether this CPU build has it).
+
 For the offline transformers (XLA:CPU runs the small band dots of windowed attention at a
 third of its large-dot rate):
 
@@ -36,13 +41,14 @@ import tempfile
 
 HERE = pathlib.Path(__file__).parent
 SOURCES = tuple(HERE / n for n in ("common.h", "matvec.cc", "ring_attention.cc",
-                                   "window_attention.cc"))
+                                   "window_attention.cc", "conv_bf16.cc"))
 # FFI target name -> exported handler symbol.
 TARGETS = {"secoustic_bf16_matvec": "SecousticBf16Matvec",
            "secoustic_int8_matvec": "SecousticInt8Matvec",
            "secoustic_bf16_scores": "SecousticBf16Scores",
            "secoustic_bf16_mix": "SecousticBf16Mix",
-           "secoustic_window_attention": "SecousticWindowAttention"}
+           "secoustic_window_attention": "SecousticWindowAttention",
+           "secoustic_conv_bf16": "SecousticConvBf16"}
 # -march=native: the library is built on the machine that runs it (AVX-512 where present,
 # a scalar loop elsewhere); -ffp-contract=off keeps the written fma order exact.
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c++17", "-fPIC", "-shared", "-w")
@@ -102,11 +108,16 @@ def build(force: bool = False) -> pathlib.Path:
 
 
 @functools.cache
+def _library() -> ctypes.CDLL:
+    return ctypes.cdll.LoadLibrary(str(build()))
+
+
+@functools.cache
 def load() -> tuple[str, ...]:
     """Builds if needed, loads the library and registers its FFI targets (once per process)."""
     import jax
 
-    lib = ctypes.cdll.LoadLibrary(str(build()))
+    lib = _library()
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
@@ -231,3 +242,51 @@ def window_attention(qkv, cos, sin, context: int, scale: float):
     f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
     return _call("secoustic_window_attention", (b, t, h, d), f32(qkv), f32(cos), f32(sin),
                  context=np.int64(context), scale=np.float32(scale))
+
+
+def has_bf16_conv() -> bool:
+    """Whether the library was built with AVX512_BF16 (the `conv_bf16` instruction set)."""
+    return bool(_library().secoustic_has_bf16_conv())
+
+
+def pack_bf16_pairs(w):
+    """Conv kernel f32[K, Cin, Cout] (Cin even) -> bf16 channel pairs u32[K, Cin/2, Cout]:
+    the low half holds channel 2i, the high half 2i + 1 (round to nearest even)."""
+    import jax
+    import jax.numpy as jnp
+
+    k, cin, cout = w.shape
+    if cin % 2:
+        raise ValueError(f"pack_bf16_pairs: Cin must be even, got {list(w.shape)}")
+    pairs = jnp.swapaxes(w.astype(jnp.bfloat16).reshape(k, cin // 2, 2, cout), 2, 3)
+    return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(pairs, jnp.uint16),
+                                        jnp.uint32)
+
+
+def conv_bf16(x, w_pairs, bias, dilation: int, pad: int, out_len: int):
+    """x f32[B, T, Cin], w_pairs u32[K, Cin/2, Cout] (`pack_bf16_pairs`, Cout % 64 == 0),
+    bias f32[Cout] -> y f32[B, out_len, Cout],
+    y[b, t] = bias + sum_k bf16(x[b, t - pad + k dilation]) @ w[k], x zero outside [0, T).
+
+    bf16 products, float32 accumulation (one chain per output, in tap / channel order);
+    deterministic; no gradient (an inference kernel). A build without AVX512_BF16
+    (`has_bf16_conv()` is False) fails when the call runs, with that reason; the check is
+    not made here because `lax.platform_dependent` traces this on every platform.
+    """
+    import numpy as np
+    import jax.numpy as jnp
+
+    if x.ndim != 3 or w_pairs.ndim != 3 or w_pairs.dtype != jnp.uint32 or \
+            x.shape[2] != 2 * w_pairs.shape[1]:
+        raise ValueError(f"conv_bf16: x [B, T, Cin] and w_pairs u32[K, Cin/2, Cout] do not fit: "
+                         f"{list(x.shape)}, {w_pairs.dtype}{list(w_pairs.shape)}")
+    cout = w_pairs.shape[2]
+    if cout % 64 or bias.shape != (cout,):
+        raise ValueError(f"conv_bf16: Cout must be a multiple of 64 with bias [{cout}], got "
+                         f"{cout}, {list(bias.shape)}")
+    if dilation < 1 or pad < 0 or out_len < 1:
+        raise ValueError(f"conv_bf16: need dilation >= 1, pad >= 0, out_len >= 1, got "
+                         f"{dilation}, {pad}, {out_len}")
+    return _call("secoustic_conv_bf16", (x.shape[0], out_len, cout), x.astype(jnp.float32),
+                 w_pairs, bias.astype(jnp.float32), dilation=np.int64(dilation),
+                 pad=np.int64(pad))
