@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -179,9 +178,12 @@ def main(argv=None) -> None:
             extra = f" (torch {r['official_torch_s']:.3f})" if "official_torch_s" in r else ""
             print(f"{gname:8s} {name:20s} wall {r['wall_median_s']:.3f} cpu "
                   f"{r['cpu_median_s']:.3f} xla {r['xla_gflop']:.1f} GF{extra}", flush=True)
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from bench_streaming import describe_machine  # noqa: E402 - beside this script
+
     meta = {"benchmark": "profile", "frames": a.frames, "batch": 1, "repeats": a.repeats,
             "dtype": "float32", "jax": jax.__version__, "device": str(jax.devices()[0]),
-            "cpu": platform.processor(), "cores": len(os.sched_getaffinity(0)),
+            "machine": describe_machine(), "cores": len(os.sched_getaffinity(0)),
             "loadavg_start": os.getloadavg(), "argv": sys.argv[1:]}
     path = pathlib.Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)

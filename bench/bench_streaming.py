@@ -43,11 +43,24 @@ TRAINED_CKPT = ROOT / "demo/work/train"  # the tiny run `make demo` trains
 TRAINED_MANIFEST = ROOT / "cache/demo_corpus/test.jsonl"
 
 
+def _cpuinfo(key: str, default: str = "") -> str:
+    try:
+        return next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                     if l.split(":", 1)[0].strip() == key), default)
+    except OSError:
+        return default
+
+
 def describe_machine() -> dict:
+    """The machine, including the CPU family: VMs named "AMD EPYC" were Zen 4 (family 25)
+    and Zen 5 (family 26) on different days, with different speeds."""
     import jax
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    flags = _cpuinfo("flags").split()
+    return {"cpu": _cpuinfo("model name", platform.processor()),
+            "cpu_family": _cpuinfo("cpu family"), "cpu_model": _cpuinfo("model"),
+            "cpu_mhz": _cpuinfo("cpu MHz"),
+            "isa": [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags],
+            "cores": os.cpu_count(), "platform": platform.platform(),
             "python": sys.version.split()[0], "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()], "loadavg_start": os.getloadavg(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "nice": os.nice(0)}

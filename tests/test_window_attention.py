@@ -84,15 +84,16 @@ def test_rows_do_not_depend_on_the_thread_schedule():
     np.testing.assert_array_equal(out, np.asarray(kernels.window_attention(qkv, cos, sin, 250, 0.125)))
 
 
-def test_gradient_is_the_reference_gradient():
+@pytest.mark.parametrize("block", [16, None])  # banded (kernel forward) and dense
+def test_gradient_is_the_reference_gradient(block):
     qkv, cos, sin = _inputs(2, 50, 2, 8, seed=3, per_item_positions=True)
     w = jnp.asarray(np.random.default_rng(4).standard_normal((2, 50, 2, 8)), jnp.float32)
 
     def loss(f):
         return jax.jit(jax.grad(lambda x, c, s: jnp.sum(w * f(x, c, s)), argnums=(0, 1, 2)))
 
-    got = loss(lambda *a: A.window_attention(*a, 12, 16))(qkv, cos, sin)
-    want = loss(lambda *a: A._window_reference(*a, 12, 16))(qkv, cos, sin)
+    got = loss(lambda *a: A.window_attention(*a, 12, block))(qkv, cos, sin)
+    want = loss(lambda *a: A._window_reference(*a, 12, block))(qkv, cos, sin)
     for g, r in zip(got, want):  # the backward pass is the reference's own vjp
         np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
 

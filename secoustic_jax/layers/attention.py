@@ -157,8 +157,9 @@ def window_attention(qkv, cos, sin, context: int, block: int | None) -> jnp.ndar
     cache): the 86 Hz stack at T = 861 takes 143 instead of 279 ms on 2 Zen 5 cores, at
     the same error against float64 (bench/NOTES.md section 8). Elsewhere, and for bf16
     rows, `_window_reference` (RoPE + banded, or dense when block is None). The gradient
-    is always the reference's, recomputed in the backward pass (as the banded form's
-    checkpointed blocks are anyway).
+    is always the reference's: for dense inputs (training crops) the differentiated
+    forward is the reference's too, for banded ones the kernel's, with the bands
+    recomputed in the backward pass (as their checkpointed blocks are anyway).
     """
     if qkv.dtype != jnp.float32:
         return _window_reference(qkv, cos, sin, context, block)
@@ -174,10 +175,17 @@ def window_attention(qkv, cos, sin, context: int, block: int | None) -> jnp.ndar
 
 
 def _window_fwd(qkv, cos, sin, context, block):
+    if block is None:
+        # Short inputs (training crops): the dense reference's own forward, whose saved
+        # probabilities the backward reuses; the kernel would add a dense recompute.
+        return jax.vjp(lambda *a: _window_reference(*a, context, block), qkv, cos, sin)
+    # Banded: its blocks are checkpointed, so the backward recomputes them anyway.
     return window_attention(qkv, cos, sin, context, block), (qkv, cos, sin)
 
 
 def _window_bwd(context, block, residuals, g):
+    if block is None:
+        return residuals(g)  # the vjp function of the dense forward
     _, vjp = jax.vjp(lambda *a: _window_reference(*a, context, block), *residuals)
     return vjp(g)
 
