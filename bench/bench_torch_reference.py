@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench/results/torch_reference.json")
     args = ap.parse_args(argv)
 
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         t = cfg.num_tokens(frames)
         x = np.random.default_rng(0).standard_normal((1, t, cfg.transformer.d_model)).astype(np.float32)
         stack = ProjectedTransformer(cfg.transformer)
-        params = jax.jit(stack.init)(jax.random.PRNGKey(0), jnp.asarray(x))
+        params = nn.meta.unbox(jax.jit(stack.init)(jax.random.PRNGKey(0), jnp.asarray(x)))
         fn = jax.jit(stack.apply)
         jax_s = _median(lambda: fn(params, x).block_until_ready(), args.repeats)
         with torch.inference_mode():

@@ -19,6 +19,7 @@ convolution (`lengths`), so a padded item equals the item run alone. Prompts are
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -149,35 +150,57 @@ def check_structure(cfg: CodecConfig, variables, what: str = "codec") -> None:
         raise CheckpointError(f"{what}: variables do not fit the model:\n" + "\n".join(problems))
 
 
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
 @functools.lru_cache(maxsize=64)
-def _entry_point(cfg: CodecConfig, method: str):
-    """jax.jit of one SecoustiCodec method, shared by every Codec of this config; jit keeps
-    one executable per input shape."""
+def _entry_point(cfg: CodecConfig, method: str, matmul_dtype: str = "float32"):
+    """jax.jit of one SecoustiCodec method, shared by every Codec of this config and matmul
+    dtype; jit keeps one executable per input shape."""
     from secoustic_jax.model.codec import SecoustiCodec
+    from secoustic_jax.streaming import lowp
 
     module = SecoustiCodec(cfg)
-    return jax.jit(lambda variables, *args: module.apply(variables, *args, method=method))
+    narrow = lowp.bf16_dots if matmul_dtype == "bfloat16" else contextlib.nullcontext
+
+    def call(variables, *args):
+        with narrow():
+            return module.apply(variables, *args, method=method)
+
+    return jax.jit(call)
 
 
 class Codec:
     """A SecoustiCodec with its weights; every method takes and returns numpy arrays."""
 
-    def __init__(self, config: CodecConfig, variables: dict):
+    def __init__(self, config: CodecConfig, variables: dict, matmul_dtype: str = "float32"):
+        """matmul_dtype "bfloat16": the four transformer stacks' weights are held in bf16 and
+        multiply bf16-rounded activations with float32 accumulation (`lowp.bf16_dots`;
+        ~1.8x faster offline on AVX512_BF16 CPUs; a measured precision change that moves
+        some tokens, bench/NOTES.md section 10). SEANet, FSQ, the paralinguistic encoder
+        and attention stay float32; saving and export always write the float32 weights."""
         from secoustic_jax.model.codec import SecoustiCodec
 
-        self.config = config
+        if matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"matmul_dtype must be one of {MATMUL_DTYPES}, got {matmul_dtype!r}")
+        self.config, self.matmul_dtype = config, matmul_dtype
         self.module = SecoustiCodec(config)
         check_structure(config, variables, what=f"codec ({config.variant})")
         self.variables = jax.tree_util.tree_map(jnp.asarray, {
             c: variables[c] for c in ("params", "batch_stats") if c in variables})
+        self._run_variables = self.variables
+        if matmul_dtype == "bfloat16":
+            from secoustic_jax.streaming import lowp
+
+            self._run_variables = lowp.bf16_weights(self.variables)
 
     # ---- construction / persistence --------------------------------------------------
     @classmethod
     def from_torch(cls, path, variant: str | None = None, config: CodecConfig | None = None, *,
-                   trusted: bool = False) -> "Codec":
+                   trusted: bool = False, matmul_dtype: str = "float32") -> "Codec":
         """Strict import of an official `.pt` / `.safetensors` checkpoint (variant detected)."""
         cfg, variables, _ = import_codec(path, variant=variant, config=config, trusted=trusted)
-        return cls(cfg, variables)
+        return cls(cfg, variables, matmul_dtype)
 
     @classmethod
     def from_state_dict(cls, state_dict, variant: str | None = None,
@@ -187,15 +210,16 @@ class Codec:
         return cls(cfg, import_codec_state_dict(state_dict, cfg))
 
     @classmethod
-    def init(cls, config: CodecConfig, seed: int = 0) -> "Codec":
+    def init(cls, config: CodecConfig, seed: int = 0, matmul_dtype: str = "float32") -> "Codec":
         """Fresh weights with PyTorch-default initialisation (training.md §6)."""
-        return cls(config, init_variables(config, seed))
+        return cls(config, init_variables(config, seed), matmul_dtype)
 
     @classmethod
-    def load(cls, directory, config: CodecConfig | None = None) -> "Codec":
+    def load(cls, directory, config: CodecConfig | None = None,
+             matmul_dtype: str = "float32") -> "Codec":
         """Reads a `save` directory; `config`, if given, must equal the stored one."""
         cfg, variables = codec_store.load(directory, config)
-        return cls(cfg, variables)
+        return cls(cfg, variables, matmul_dtype)
 
     def save(self, directory) -> pathlib.Path:
         """Writes params + batch_stats (safetensors) and the config (JSON), atomically."""
@@ -211,7 +235,8 @@ class Codec:
 
     # ---- jitted entry points -------------------------------------------------------------
     def _fn(self, method: str):
-        return functools.partial(_entry_point(self.config, method), self.variables)
+        return functools.partial(_entry_point(self.config, method, self.matmul_dtype),
+                                 self._run_variables)
 
     def mel(self, wav, sample_rate: int) -> np.ndarray:
         """wav [N] or [B, N] at `sample_rate` -> log-mel [T, 80] / [B, T, 80] (T = N // 256).

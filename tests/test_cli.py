@@ -63,6 +63,10 @@ def test_encode_decode_roundtrip(ckpt, wavs, tmp_path, capsys):
                        tmp_path / "r.wav", "--prompt", d / "utt1.wav")
     assert code == 0, err
     assert sf.read(tmp_path / "r.wav")[0].shape == (102400,)
+    code, _, err = run(capsys, "encode", d / "utt0.wav", "--ckpt", ckpt, "--out",
+                       tmp_path / "b.npz", "--bf16-matmuls")
+    assert code == 0, err  # bf16 matmuls: a few tokens may move, most may not
+    assert np.mean(np.load(tmp_path / "b.npz")["tokens"] == z["tokens"]) > 0.9
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

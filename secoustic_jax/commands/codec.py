@@ -54,10 +54,10 @@ def load_for_export(path):
     raise ValueError(f"{path}: not a codec directory or a known training checkpoint")
 
 
-def _codec(ckpt):
+def _codec(args):
     from secoustic_jax.api import Codec
 
-    return Codec.load(ckpt)
+    return Codec.load(args.ckpt, matmul_dtype="bfloat16" if args.bf16_matmuls else "float32")
 
 
 def _vocoder(spec: str, conv_dtype: str = "float32"):
@@ -167,7 +167,7 @@ def cmd_export_torch(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    codec = _codec(args.ckpt)
+    codec = _codec(args)
     payload = _encode_file(codec, args.input, args.prompt)
     out = pathlib.Path(args.out)
     if out.suffix != ".npz":
@@ -179,7 +179,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    codec = _codec(args.ckpt)
+    codec = _codec(args)
     data = read_tokens_npz(args.input, codec.config.variant)
     out = _decode_payload(codec, data, pathlib.Path(args.out), args.vocoder, args.official_length,
                           _conv_dtype(args))
@@ -188,7 +188,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_roundtrip(args) -> int:
-    codec = _codec(args.ckpt)
+    codec = _codec(args)
     out = pathlib.Path(args.out)
     if out.suffix != ".wav":
         raise ValueError(f"{out}: roundtrip writes a .wav")
@@ -224,6 +224,9 @@ def register(subparsers) -> None:
         p.add_argument("input")
         p.add_argument("--ckpt", required=True, help="codec directory (see import-torch)")
         p.add_argument("--out", required=True)
+        p.add_argument("--bf16-matmuls", action="store_true",
+                       help="transformer matmuls with bf16 operands, float32 accumulation "
+                            "(~1.5x faster on AVX512_BF16 CPUs; may move a few tokens)")
         if name != "decode":
             p.add_argument("--prompt", default=None,
                            help="prompt wav for the paralinguistic vector (default: the input)")

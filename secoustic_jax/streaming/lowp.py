@@ -139,5 +139,29 @@ def narrow_matvec():
     return nn.intercept_methods(_intercept)
 
 
+def _intercept_offline(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, nn.Dense) and context.method_name == "__call__":
+        kernel = module.get_variable("params", "kernel")
+        if kernel is not None and kernel.dtype == jnp.bfloat16:
+            (x,) = args
+            y = jax.lax.dot_general(x.astype(jnp.bfloat16), kernel,
+                                    (((x.ndim - 1,), (0,)), ((), ())),
+                                    preferred_element_type=jnp.float32)
+            if module.use_bias:
+                y = y + module.get_variable("params", "bias").astype(jnp.float32)
+            return y.astype(module.dtype or jnp.float32)
+    return next_fun(*args, **kwargs)
+
+
+def bf16_dots():
+    """Offline counterpart of `narrow_matvec` (the api's matmul_dtype="bfloat16"): every
+    `nn.Dense` holding a bf16 kernel multiplies bf16-rounded activations by it with
+    float32 accumulation, in XLA (on AVX512_BF16 CPUs ~2x its float32 dot rate at offline
+    shapes: 86 Hz layer matmuls 8.7 vs 19.6 ms at T = 861). Unlike the streaming kernels,
+    the activations are rounded too. Use inside a traced function."""
+    return nn.intercept_methods(_intercept_offline)
+
+
 def has_narrow_weights(variables) -> bool:
     return any(x.dtype in NARROW for x in jax.tree.leaves(variables))
