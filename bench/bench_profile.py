@@ -3,7 +3,9 @@
     .venv/bin/python bench/bench_profile.py [--presets 86hz 21_5hz] [--repeats 5]
         [--frames 861] [--no-hift] [--only NAME ...] [--out bench/results/profile.json]
 
-Random PyTorch-default weights, batch 1, float32. Every timed function is one `jax.jit`
+Random PyTorch-default weights, batch 1, float32; the `*_bf16` rows are the opt-in
+bf16-matmul codec (`Codec(matmul_dtype="bfloat16")`) and `hift_bf16conv` the opt-in bf16
+vocoder convs, beside the same official float32 figure. Every timed function is one `jax.jit`
 of `module.apply` on fixed shapes: one warm-up call (compile, reported separately), then
 `repeats` rounds in which every function is called once (interleaved, so that load changes
 on a shared machine hit all of them alike). Reported per function: median wall seconds,
@@ -54,9 +56,18 @@ def _codec_functions(preset: str, frames: int) -> dict:
     f = flops.codec_forward(cfg, frames)
     inf = flops.inference(cfg, frames)
 
+    from secoustic_jax.streaming import lowp
+
     def fn(method):
         return jax.jit(lambda v, *a: module.apply(v, *a, method=method))
 
+    def bf16(method):  # Codec(matmul_dtype="bfloat16"): bf16 stack weights and dots
+        def call(v, *a):
+            with lowp.bf16_dots():
+                return module.apply(v, *a, method=method)
+        return jax.jit(call)
+
+    vb = lowp.bf16_weights(variables)
     del nn
     return {
         "seanet_encoder": (fn(lambda m, x: m.encoder(x)), (variables, mel), f.encoder),
@@ -71,6 +82,8 @@ def _codec_functions(preset: str, frames: int) -> dict:
         "encode_tokens": (fn("encode_tokens"), (variables, mel), inf["encode_tokens"]),
         "decode_tokens": (fn("decode_tokens"), (variables, tok, g), inf["decode_tokens"]),
         "decode_acoustic": (fn("decode_acoustic"), (variables, lat), inf["decode_acoustic"]),
+        "encode_bf16": (bf16("encode"), (vb, mel), inf["encode"]),
+        "decode_tokens_bf16": (bf16("decode_tokens"), (vb, tok, g), inf["decode_tokens"]),
     }
 
 
@@ -109,12 +122,22 @@ def _hift_functions(frames: int) -> dict:
     variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), mel))
     f0 = jnp.abs(jax.random.normal(jax.random.PRNGKey(1), (1, frames))) * 200.0
     s = jax.random.normal(jax.random.PRNGKey(2), (1, frames * cfg.hop_length)) * 0.1
+    from secoustic_jax.model.hift_bf16 import bf16_convs
+
     fn = lambda method: jax.jit(lambda v, *a: model.apply(v, *a, method=method))  # noqa: E731
+
+    def bf16(method):  # Vocoder(conv_dtype="bfloat16")
+        def call(v, *a):
+            with bf16_convs():
+                return model.apply(v, *a, method=method)
+        return jax.jit(call)
+
     return {
         "hift_f0": (fn("predict_f0"), (variables, mel), None),
         "hift_excitation": (fn("excitation"), (variables, f0), None),
         "hift_decode": (fn("decode"), (variables, mel, s), None),
         "hift": (fn("__call__"), (variables, mel), hift_model_flops(cfg, frames)),
+        "hift_bf16conv": (bf16("__call__"), (variables, mel), hift_model_flops(cfg, frames)),
     }
 
 
@@ -149,7 +172,8 @@ def profile(groups: dict, repeats: int) -> dict:
         r["cpu_median_s"] = statistics.median(r["cpu"])
         if r["model_gflop"]:
             r["model_gflop_per_cpu_s"] = r["model_gflop"] / r["cpu_median_s"]
-        official = OFFICIAL_MS.get(gname, {}).get(name)
+        # The bf16 rows are compared with the same official (float32) figure.
+        official = OFFICIAL_MS.get(gname, {}).get(name.replace("_bf16conv", "").replace("_bf16", ""))
         if official:
             r["official_torch_s"] = official / 1000
         out.setdefault(gname, {})[name] = r
