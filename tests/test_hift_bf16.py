@@ -126,3 +126,16 @@ def test_conv_dtype_is_validated():
         Vocoder.init_random(SMALL, seed=0, conv_dtype="float16")
     with pytest.raises(ValueError, match="griffin-lim has no convolutions"):
         load_vocoder("griffin-lim", conv_dtype="bfloat16")
+
+
+def test_non_cpu_hosts_use_the_xla_bf16_conv(monkeypatch):
+    def refuse():
+        raise AssertionError("the kernel library was built or loaded")
+
+    monkeypatch.setattr(kernels, "stage_cpu_branch", lambda: False)
+    monkeypatch.setattr(kernels, "load", refuse)
+    x, w, bias = _case(1, 50, 8, 64, 3, seed=9)
+    f = jax.jit(lambda *a: hift_bf16.conv1d_bf16(*a, 2, 2))
+    assert "secoustic_conv_bf16" not in f.lower(x, w, bias).as_text()
+    want = jax.jit(lambda *a: hift_bf16._xla_conv(*a, 2, 2))(x, w, bias)
+    np.testing.assert_array_equal(np.asarray(f(x, w, bias)), np.asarray(want))

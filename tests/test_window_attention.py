@@ -124,3 +124,19 @@ def test_bad_operands_are_refused():
         kernels.window_attention(qkv, cos[:, :9], sin[:, :9], 4, 0.3)
     with pytest.raises(ValueError, match="context"):
         kernels.window_attention(qkv, cos, sin, 0, 0.3)
+
+
+def _refuse_library():
+    raise AssertionError("the kernel library was built or loaded")
+
+
+def test_non_cpu_hosts_stage_the_xla_form_alone(monkeypatch):
+    # On a TPU/GPU host (default backend not CPU) no CPU branch may be traced: tracing it
+    # would build the C++ library there (lax.platform_dependent traces every branch).
+    monkeypatch.setattr(kernels, "stage_cpu_branch", lambda: False)
+    monkeypatch.setattr(kernels, "load", _refuse_library)
+    qkv, cos, sin = _inputs(1, 300, 2, 8, seed=8)
+    f = jax.jit(lambda *a: A.window_attention(*a, 250, 128))
+    assert "secoustic_window_attention" not in f.lower(qkv, cos, sin).as_text()
+    want = jax.jit(lambda *a: A._window_reference(*a, 250, 128))(qkv, cos, sin)
+    np.testing.assert_array_equal(np.asarray(f(qkv, cos, sin)), np.asarray(want))

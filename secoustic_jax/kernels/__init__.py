@@ -124,6 +124,16 @@ def load() -> tuple[str, ...]:
     return tuple(TARGETS)
 
 
+def stage_cpu_branch() -> bool:
+    """Whether callers should stage a kernel branch: only when JAX's default backend is
+    the CPU. `lax.platform_dependent` traces every branch on every platform, and the
+    kernel branch builds and loads this library at trace time, so on a TPU/GPU host the
+    callers stage their XLA form alone (no C++ compiler needed there)."""
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def _call(target: str, shape, *args, **attrs):
     load()
     import jax
@@ -270,8 +280,8 @@ def conv_bf16(x, w_pairs, bias, dilation: int, pad: int, out_len: int):
 
     bf16 products, float32 accumulation (one chain per output, in tap / channel order);
     deterministic; no gradient (an inference kernel). A build without AVX512_BF16
-    (`has_bf16_conv()` is False) fails when the call runs, with that reason; the check is
-    not made here because `lax.platform_dependent` traces this on every platform.
+    (`has_bf16_conv()` is False) fails when the call runs, with that reason (callers check
+    up front: `model.hift_bf16.check_conv_dtype`).
     """
     import numpy as np
     import jax.numpy as jnp

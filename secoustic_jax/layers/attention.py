@@ -78,7 +78,9 @@ def attend_ring(q, keys, values, mask, scale: float) -> jnp.ndarray:
         probs = jax.nn.softmax(logits, axis=-1).reshape(b * h, c, cap)
         return bf16_mix(probs, values.reshape(b * h, cap, dh)).reshape(b, h, c, dh)
 
-    if q.dtype != jnp.float32:
+    from secoustic_jax.kernels import stage_cpu_branch
+
+    if q.dtype != jnp.float32 or not stage_cpu_branch():
         return widened(q, keys, values, mask)
     mask = jnp.broadcast_to(mask, q.shape[:3] + keys.shape[2:3])
     return lax.platform_dependent(q, keys, values, mask, cpu=on_cpu, default=widened)
@@ -161,7 +163,9 @@ def window_attention(qkv, cos, sin, context: int, block: int | None) -> jnp.ndar
     forward is the reference's too, for banded ones the kernel's, with the bands
     recomputed in the backward pass (as their checkpointed blocks are anyway).
     """
-    if qkv.dtype != jnp.float32:
+    from secoustic_jax.kernels import stage_cpu_branch  # leaf module: jax only
+
+    if qkv.dtype != jnp.float32 or not stage_cpu_branch():
         return _window_reference(qkv, cos, sin, context, block)
 
     def on_cpu(qkv, cos, sin):

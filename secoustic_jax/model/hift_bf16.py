@@ -45,6 +45,10 @@ def conv1d_bf16(x, w, b, dilation: int, pad: int):
 
         return kernels.conv_bf16(x, kernels.pack_bf16_pairs(w), b, dilation, pad, out_len)
 
+    from secoustic_jax.kernels import stage_cpu_branch
+
+    if not stage_cpu_branch():
+        return _xla_conv(x, w, b, dilation, pad)
     return jax.lax.platform_dependent(
         x, w, b, cpu=on_cpu, default=lambda x, w, b: _xla_conv(x, w, b, dilation, pad))
 

@@ -127,7 +127,10 @@ def _intercept(next_fun, args, kwargs, context):
                      if kernel.dtype == jnp.int8 else None)
             operands = (x, kernel) if scale is None else (x, kernel, scale)
             # The custom calls exist on CPU only; elsewhere XLA's own narrow dots are fast.
-            y = jax.lax.platform_dependent(*operands, cpu=_cpu_matvec, default=widened_matvec)
+            from secoustic_jax.kernels import stage_cpu_branch
+
+            y = (jax.lax.platform_dependent(*operands, cpu=_cpu_matvec, default=widened_matvec)
+                 if stage_cpu_branch() else widened_matvec(*operands))
             if module.use_bias:
                 y = y + module.get_variable("params", "bias").astype(jnp.float32)
             return y.astype(module.dtype or jnp.float32)
