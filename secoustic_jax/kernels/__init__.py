@@ -134,6 +134,17 @@ def stage_cpu_branch() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def cpu_or_default(*operands, cpu, default):
+    """`lax.platform_dependent(*operands, cpu=cpu, default=default)` where
+    `stage_cpu_branch()`, else `default(*operands)` alone: how every caller of these
+    kernels dispatches between the custom call and its XLA form."""
+    import jax
+
+    if not stage_cpu_branch():
+        return default(*operands)
+    return jax.lax.platform_dependent(*operands, cpu=cpu, default=default)
+
+
 def _call(target: str, shape, *args, **attrs):
     load()
     import jax

@@ -78,12 +78,12 @@ def attend_ring(q, keys, values, mask, scale: float) -> jnp.ndarray:
         probs = jax.nn.softmax(logits, axis=-1).reshape(b * h, c, cap)
         return bf16_mix(probs, values.reshape(b * h, cap, dh)).reshape(b, h, c, dh)
 
-    from secoustic_jax.kernels import stage_cpu_branch
+    from secoustic_jax.kernels import cpu_or_default  # leaf module: jax only
 
-    if q.dtype != jnp.float32 or not stage_cpu_branch():
+    if q.dtype != jnp.float32:
         return widened(q, keys, values, mask)
     mask = jnp.broadcast_to(mask, q.shape[:3] + keys.shape[2:3])
-    return lax.platform_dependent(q, keys, values, mask, cpu=on_cpu, default=widened)
+    return cpu_or_default(q, keys, values, mask, cpu=on_cpu, default=widened)
 
 
 def dense_attention(q, k, v, context: int, scale: float | None = None) -> jnp.ndarray:
@@ -163,18 +163,13 @@ def window_attention(qkv, cos, sin, context: int, block: int | None) -> jnp.ndar
     forward is the reference's too, for banded ones the kernel's, with the bands
     recomputed in the backward pass (as their checkpointed blocks are anyway).
     """
-    from secoustic_jax.kernels import stage_cpu_branch  # leaf module: jax only
+    from secoustic_jax import kernels  # leaf module: jax only
 
-    if qkv.dtype != jnp.float32 or not stage_cpu_branch():
+    if qkv.dtype != jnp.float32:
         return _window_reference(qkv, cos, sin, context, block)
-
-    def on_cpu(qkv, cos, sin):
-        from secoustic_jax.kernels import window_attention as kernel  # leaf module: jax only
-
-        return kernel(qkv, cos, sin, context, 1.0 / math.sqrt(qkv.shape[-1]))
-
-    return lax.platform_dependent(
-        qkv, cos, sin, cpu=on_cpu,
+    return kernels.cpu_or_default(
+        qkv, cos, sin,
+        cpu=lambda *a: kernels.window_attention(*a, context, 1.0 / math.sqrt(qkv.shape[-1])),
         default=lambda *a: _window_reference(*a, context, block))
 
 

@@ -40,17 +40,13 @@ def conv1d_bf16(x, w, b, dilation: int, pad: int):
     with bf16-rounded x and w and float32 accumulation (Cout % 64 == 0, Cin even)."""
     out_len = x.shape[1] + 2 * pad - dilation * (w.shape[0] - 1)
 
-    def on_cpu(x, w, b):
-        from secoustic_jax import kernels  # leaf module: jax only
+    from secoustic_jax import kernels  # leaf module: jax only
 
-        return kernels.conv_bf16(x, kernels.pack_bf16_pairs(w), b, dilation, pad, out_len)
-
-    from secoustic_jax.kernels import stage_cpu_branch
-
-    if not stage_cpu_branch():
-        return _xla_conv(x, w, b, dilation, pad)
-    return jax.lax.platform_dependent(
-        x, w, b, cpu=on_cpu, default=lambda x, w, b: _xla_conv(x, w, b, dilation, pad))
+    return kernels.cpu_or_default(
+        x, w, b,
+        cpu=lambda x, w, b: kernels.conv_bf16(x, kernels.pack_bf16_pairs(w), b, dilation, pad,
+                                              out_len),
+        default=lambda x, w, b: _xla_conv(x, w, b, dilation, pad))
 
 
 def takes_bf16(module: WNConv1d, cin: int) -> bool:
@@ -80,9 +76,9 @@ def check_conv_dtype(conv_dtype: str) -> str:
     """Validates a Vocoder conv_dtype; bf16 on CPU needs a kernel build with AVX512_BF16."""
     if conv_dtype not in CONV_DTYPES:
         raise ValueError(f"conv_dtype must be one of {CONV_DTYPES}, got {conv_dtype!r}")
-    if conv_dtype == "bfloat16" and jax.default_backend() == "cpu":
-        from secoustic_jax import kernels
+    from secoustic_jax import kernels
 
+    if conv_dtype == "bfloat16" and kernels.stage_cpu_branch():
         if not kernels.has_bf16_conv():
             raise ValueError("conv_dtype='bfloat16' needs a CPU with AVX512_BF16 (this one "
                              "has none); use the float32 vocoder")

@@ -116,45 +116,46 @@ def _cpu_matvec(x, kernel, scale=None):
     return kernels.int8_matvec(x, kernel, scale)
 
 
-def _intercept(next_fun, args, kwargs, context):
-    module = context.module
-    if isinstance(module, nn.Dense) and context.method_name == "__call__":
-        kernel = module.get_variable("params", "kernel")
-        if kernel is not None and kernel.dtype in NARROW:
-            (x,) = args
-            x = x.astype(jnp.float32)
-            scale = (module.get_variable("params", "kernel_scale")
-                     if kernel.dtype == jnp.int8 else None)
-            operands = (x, kernel) if scale is None else (x, kernel, scale)
-            # The custom calls exist on CPU only; elsewhere XLA's own narrow dots are fast.
-            from secoustic_jax.kernels import stage_cpu_branch
+def _dense_interceptor(dtypes, product):
+    """An interceptor replacing every `nn.Dense` whose kernel dtype is in `dtypes` by
+    product(module, x, kernel) (float32) plus the bias, in the module's output dtype."""
+    def intercept(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.Dense) and context.method_name == "__call__":
+            kernel = module.get_variable("params", "kernel")
+            if kernel is not None and kernel.dtype in dtypes:
+                y = product(module, args[0], kernel)
+                if module.use_bias:
+                    y = y + module.get_variable("params", "bias").astype(jnp.float32)
+                return y.astype(module.dtype or jnp.float32)
+        return next_fun(*args, **kwargs)
 
-            y = (jax.lax.platform_dependent(*operands, cpu=_cpu_matvec, default=widened_matvec)
-                 if stage_cpu_branch() else widened_matvec(*operands))
-            if module.use_bias:
-                y = y + module.get_variable("params", "bias").astype(jnp.float32)
-            return y.astype(module.dtype or jnp.float32)
-    return next_fun(*args, **kwargs)
+    return intercept
+
+
+def _matvec_product(module, x, kernel):
+    """Float32 activations times the narrow kernel: the custom calls on CPU (they exist
+    there only); elsewhere XLA's own narrow dots are fast."""
+    from secoustic_jax.kernels import cpu_or_default
+
+    scale = module.get_variable("params", "kernel_scale") if kernel.dtype == jnp.int8 else None
+    operands = (x.astype(jnp.float32), kernel) + (() if scale is None else (scale,))
+    return cpu_or_default(*operands, cpu=_cpu_matvec, default=widened_matvec)
+
+
+def _bf16_dot_product(module, x, kernel):
+    del module
+    return jax.lax.dot_general(x.astype(jnp.bfloat16), kernel, (((x.ndim - 1,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+
+_intercept = _dense_interceptor(NARROW, _matvec_product)
+_intercept_offline = _dense_interceptor((jnp.bfloat16,), _bf16_dot_product)
 
 
 def narrow_matvec():
     """Context manager for use inside a traced step (see codec_steps `_apply`)."""
     return nn.intercept_methods(_intercept)
-
-
-def _intercept_offline(next_fun, args, kwargs, context):
-    module = context.module
-    if isinstance(module, nn.Dense) and context.method_name == "__call__":
-        kernel = module.get_variable("params", "kernel")
-        if kernel is not None and kernel.dtype == jnp.bfloat16:
-            (x,) = args
-            y = jax.lax.dot_general(x.astype(jnp.bfloat16), kernel,
-                                    (((x.ndim - 1,), (0,)), ((), ())),
-                                    preferred_element_type=jnp.float32)
-            if module.use_bias:
-                y = y + module.get_variable("params", "bias").astype(jnp.float32)
-            return y.astype(module.dtype or jnp.float32)
-    return next_fun(*args, **kwargs)
 
 
 def bf16_dots():
