@@ -26,7 +26,8 @@ import threading
 import time
 import traceback
 
-from secoustic_jax.demo_plan import Plan, contention_factor, make_plan, plan_eval, slowdown
+from secoustic_jax.demo_plan import (Plan, contention_factor, make_plan, plan_eval, plan_train,
+                                     slowdown)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHASES = ("setup", "corpus", "asterisk", "train", "evaluate", "report")
@@ -148,8 +149,10 @@ def phase_train(ctx: dict) -> dict:
     from secoustic_jax.training.loop import train
 
     plan: Plan = ctx["plan"]
-    config = load_experiment(ROOT / "configs" / "tiny.py", plan.train_overrides(ctx["corpus"]))
     workdir = ctx["work"] / "train"
+    if not plan.quick:
+        _plan_steps(ctx, plan, workdir)
+    config = load_experiment(ROOT / "configs" / "tiny.py", plan.train_overrides(ctx["corpus"]))
     print(f"  {config.name}: stages {[config.stages[i].name for i in config.enabled_stages]}, steps "
           f"{[config.stages[i].steps for i in config.enabled_stages]}, workdir {workdir}", flush=True)
     summary = train(config, workdir, progress=True)
@@ -160,6 +163,39 @@ def phase_train(ctx: dict) -> dict:
     return {"workdir": str(workdir), "stages": done, "steps": plan.train_steps,
             "last_checkpoint": summary.get("last_checkpoint"),
             "stage_summaries": summary.get("stages", {})}
+
+
+def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
+    """Times each stage's step here and now, then sizes the steps to the time left. A
+    resumed run keeps the steps of its first plan (its checkpoints record the config)."""
+    import jax
+
+    from secoustic_jax.config.train import load_experiment
+    from secoustic_jax.training.calibrate import measure_step_costs
+
+    saved = workdir / "plan_steps.json"
+    if saved.is_file():
+        got = json.loads(saved.read_text())
+        plan.train_steps, plan.step_costs = tuple(got["steps"]), tuple(got["step_costs"])
+        print(f"  resuming with the earlier plan: steps {plan.train_steps}", flush=True)
+        return
+    # Compiles of the calibration are cached on disk, so training does not pay them twice.
+    jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    probe = load_experiment(ROOT / "configs" / "tiny.py", [f"data.root={ctx['corpus']}"])
+    t = time.time()
+    costs = measure_step_costs(probe, steps=6)
+    step_costs = (costs["step_s"]["acoustic"], costs["step_s"]["semantic"])
+    left = ctx["budget_s"] - (time.time() - ctx["t0"])
+    plan.train_steps = plan_train(left, step_costs, plan.factor)
+    plan.step_costs = step_costs
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"steps": plan.train_steps, "step_costs": step_costs,
+                                 "calibration": costs}) + "\n")
+    print(f"  measured {step_costs[0]:.3f} / {step_costs[1]:.3f} s per step (stage 1 / 2, "
+          f"compiles {sum(costs['compile_s'].values()):.0f} s, took {time.time() - t:.0f} s); "
+          f"{left / 60:.1f} min left -> steps {plan.train_steps[0]} + {plan.train_steps[1]}",
+          flush=True)
 
 
 def _e1_subset(ctx: dict, n: int) -> pathlib.Path:

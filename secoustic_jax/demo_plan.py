@@ -1,11 +1,12 @@
 """Time budget of `make demo`: how many training steps and evaluation utterances fit.
 
-Costs are in *idle-machine seconds* on the 2-core CPU kind this project targets, measured
-with the code as it is (docs/demo.md gives the measurements). A shared machine runs
-everything slower: at start-up a single-threaded probe measures wall / CPU time (1.0 on
-idle cores, ~7 with seven busy jobs per core), `slowdown` turns that into the expected
-multiplier, and every cost is multiplied by it. Training gets what the fixed phases and a minimum evaluation leave;
-the evaluation is sized again after training from the time actually left.
+Training steps are sized from *measured* costs: the train phase first times a few steps of
+each stage on this machine, input pipeline included (training/calibrate.py), then
+`plan_train` fills the time left minus the evaluation reserve, split between the stages
+by `STAGE1_TIME_SHARE`. The phases around training use the idle-machine estimates of
+COST (docs/demo.md "Sizing"), multiplied by the expected slowdown that a single-threaded
+probe reads at start-up on a shared machine (1.0 on idle cores). The evaluation is sized
+again after training from the time actually left.
 """
 
 from __future__ import annotations
@@ -13,24 +14,28 @@ from __future__ import annotations
 import dataclasses
 import time
 
-# Idle 2-core costs (seconds). See docs/demo.md "Sizing" for how they were measured.
+# Idle 2-core costs (seconds) of the phases around training. See docs/demo.md "Sizing".
+# Training itself is not in this table: its step costs are measured at the start of the
+# train phase (training/calibrate.py) on this machine, input pipeline included.
 COST = {
     "setup": 15.0,
     "corpus": 80.0,  # size 50: 412 utterances, ~1.6 CPU-min on 2 processes (docs/data.md §3)
     "asterisk": 40.0,  # decode 568 G.722 files, write WAVs
-    "train_compile": 100.0,  # both stages: XLA compile of the train + eval steps
+    "train_compile": 60.0,  # both stages, with the calibration's compiles in the cache
     "train_validation": 30.0,  # end-of-stage validation + Griffin-Lim media, both stages
-    "train_step": (0.26, 0.35),  # acoustic, semantic stage step (batch 8 x 128 frames)
+    "stats": 10.0,  # data-dependent init: per-bin mel statistics from training batches
     "eval_fixed": 150.0,  # codec compiles, worker start-up, models, plots
     "timing": 45.0,  # RTF (Griffin-Lim on 10 s x 6 calls) + streaming 450 steps
     "eval_per_audio_s": 1.05,  # voc+acoustic+token + reference, 2 scoring workers, per input second
     "vc_per_audio_s": 0.35,
     "report": 20.0,
 }
-NOMINAL_STEPS = (400, 400)  # configs/tiny.py
-CORPUS_SIZE = "50"  # utterances per WER voice: ~0.5 h, 5 test utterances per voice, 12 held-out
-MAX_STEP_SCALE = 4.0  # never more than 4x the nominal schedule
+# Share of the training time given to stage 1. Stage 1 bounds every later figure (the
+# token path decodes through its decoder) and its step is the cheaper one; the split is
+# the one the A/B of docs/training.md chose.
+STAGE1_TIME_SHARE = 0.5
 MIN_STEPS = 60
+CORPUS_SIZE = "50"  # utterances per WER voice: ~0.5 h, 5 test utterances per voice, 12 held-out
 E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
 
 
@@ -103,29 +108,35 @@ def plan_eval(seconds_left: float, factor: float) -> EvalSizes:
 
 @dataclasses.dataclass
 class Plan:
+    """What the demo will do. train_steps is None until the train phase has measured the
+    step costs (`plan_train`)."""
+
     budget_s: float
     factor: float
     corpus_size: str
-    train_steps: tuple[int, int]
     eval_sizes: EvalSizes
+    train_steps: tuple[int, int] | None = None
+    step_costs: tuple[float, float] | None = None  # measured wall s/step, stages 1 and 2
     quick: bool = False
 
     def train_overrides(self, corpus_dir) -> list[str]:
         """Dotted overrides of configs/tiny.py: data, steps, and the step-scaled schedule
-        (KL ramp at 37.5-62.5 % of stage 2, warm-up 10 % capped at 40, as in tiny.py)."""
+        (KL ramp at 37.5-62.5 % of stage 2, warm-up 5 % of stage 1 capped at 200)."""
+        if self.train_steps is None:
+            raise ValueError("Plan.train_overrides: plan_train has not set the steps yet")
         s1, s2 = self.train_steps
         every = max(10, min(s1, s2) // 2)
         start, end = f"loss.kl_ramp_start={int(0.375 * s2)}", f"loss.kl_ramp_end={int(0.625 * s2)}"
-        # Overrides apply one at a time and each must validate (start <= end): move the end
-        # first when it stays above tiny.py's start (150), else the start first.
-        ramp = [end, start] if int(0.625 * s2) >= 150 else [start, end]
         return [f"data.root={corpus_dir}", f"stages.acoustic.steps={s1}",
-                f"stages.semantic.steps={s2}", *ramp, f"optim.warmup_steps={min(40, s1 // 10)}",
+                f"stages.semantic.steps={s2}", "loss.kl_ramp_end=1000000000", start, end,
+                f"optim.warmup_steps={min(200, max(1, s1 // 20))}",
                 f"checkpoint.every_steps={every}", "log.every_steps=10"]
 
     def describe(self) -> str:
         e = self.eval_sizes
-        return (f"corpus {self.corpus_size}, train steps {self.train_steps[0]} + {self.train_steps[1]}, "
+        steps = ("to be measured" if self.train_steps is None
+                 else f"{self.train_steps[0]} + {self.train_steps[1]}")
+        return (f"corpus {self.corpus_size}, train steps {steps}, "
                 f"eval E2-unseen {e.e2_unseen}, E2 {e.e2_per_speaker}/speaker, E1 {e.e1}, "
                 f"VC pairs {e.vc_pairs} (budget {self.budget_s / 60:.0f} min, contention x{self.factor:.2f})")
 
@@ -133,18 +144,35 @@ class Plan:
         return dataclasses.asdict(self)
 
 
+def eval_reserve(factor: float, sizes: EvalSizes = EVAL_MAX) -> float:
+    """Wall seconds to keep for evaluation and the report after training."""
+    return factor * (COST["eval_fixed"] + COST["timing"] + COST["report"] + sizes.seconds())
+
+
 def make_plan(budget_s: float, factor: float, quick: bool = False) -> Plan:
-    """Splits the budget: fixed phases and the minimum evaluation first, then training
-    steps (up to MAX_STEP_SCALE x nominal); the evaluation grows into what is left."""
+    """The plan before any measurement: corpus size and the evaluation sizes that fit next
+    to a minimal training; the steps come later from `plan_train`."""
     if quick:  # smoke runs: tiny corpus, a few steps, minimal evaluation
-        return Plan(budget_s, factor, "tiny", (MIN_STEPS // 3, MIN_STEPS // 3),
-                    EvalSizes(2, 2, 4, 2), quick=True)
-    before_eval = sum(COST[k] for k in ("setup", "corpus", "asterisk", "train_compile",
-                                        "train_validation"))
-    after_train = COST["eval_fixed"] + COST["timing"] + COST["report"]
-    train_s = budget_s / factor - before_eval - after_train - EVAL_MIN.seconds()
-    per_pair = COST["train_step"][0] * NOMINAL_STEPS[0] + COST["train_step"][1] * NOMINAL_STEPS[1]
-    scale = min(MAX_STEP_SCALE, max(train_s, 0.0) / per_pair)
-    steps = tuple(max(MIN_STEPS, int(scale * n) // 10 * 10) for n in NOMINAL_STEPS)
-    spent = before_eval + COST["train_step"][0] * steps[0] + COST["train_step"][1] * steps[1]
-    return Plan(budget_s, factor, CORPUS_SIZE, steps, plan_eval(budget_s - spent * factor, factor))
+        return Plan(budget_s, factor, "tiny", EvalSizes(2, 2, 4, 2),
+                    train_steps=(MIN_STEPS // 3, MIN_STEPS // 3), quick=True)
+    return Plan(budget_s, factor, CORPUS_SIZE, EVAL_MAX)
+
+
+def plan_train(seconds_left: float, step_costs: tuple[float, float], factor: float,
+               share: float = STAGE1_TIME_SHARE) -> tuple[int, int]:
+    """Steps per stage that fill `seconds_left` (the budget still unspent at the start of
+    training) minus the compile, validation and evaluation reserves.
+
+    step_costs are *measured* wall seconds per step on this machine right now, so they are
+    not multiplied by the contention factor; the fixed reserves (estimates) are. Stage 1
+    gets `share` of the time, stage 2 the rest; no cap: a faster machine trains longer.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"plan_train: share must lie in (0, 1), got {share}")
+    if min(step_costs) <= 0:
+        raise ValueError(f"plan_train: step costs must be positive, got {step_costs}")
+    fixed = factor * (COST["train_compile"] + COST["train_validation"] + COST["stats"])
+    train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
+    shares = (share, 1.0 - share)
+    return tuple(max(MIN_STEPS, int(f * train_s / c) // 10 * 10)
+                 for f, c in zip(shares, step_costs))

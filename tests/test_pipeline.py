@@ -279,3 +279,46 @@ def test_multiprocess_workers_match_in_process(corpus, inv):
     b.set_state(state)
     np.testing.assert_array_equal(next(b)["mel"], want["mel"])
     b.close()
+
+
+def test_prompt_from_another_utterance_of_the_same_speaker(corpus, inv):
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, prompt_source="other")
+    entries, _, _ = load_entries([corpus / "train.jsonl"], inv, cfg)
+    runs = []
+    for _ in range(2):  # seeded: the same prompts twice
+        it = make_train_iterator([corpus / "train.jsonl"], inv, cfg, seed=5, global_batch_size=4)
+        runs.append([next(it) for _ in range(3)])
+        _close(it)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a["prompt_mel"], b["prompt_mel"])
+    for b in runs[0]:
+        for i in range(4):
+            e, p = entries[b["utt_index"][i]], entries[b["prompt_utt_index"][i]]
+            assert p.index != e.index and p.speaker == e.speaker
+            L = int(b["prompt_lengths"][i])
+            assert L == min(300, p.frames)
+            full = utterance_mel(p.audio)
+            assert any(np.array_equal(full[t:t + L], b["prompt_mel"][i][:L])
+                       for t in range(p.frames - L + 1)), "prompt is not a window of the other utterance"
+    ev = make_eval_iterator([corpus / "train.jsonl"], inv, cfg, global_batch_size=4)
+    b = next(ev)
+    for i in range(4):
+        e, p = entries[b["utt_index"][i]], entries[b["prompt_utt_index"][i]]
+        assert p.index != e.index and p.speaker == e.speaker
+    _close(ev)
+
+
+def test_prompt_from_another_utterance_refuses_single_utterance_speakers(corpus, inv):
+    import dataclasses
+
+    from secoustic_jax.data.pipeline import prompt_pool
+
+    cfg = dataclasses.replace(CFG, prompt_source="other")
+    entries, _, _ = load_entries([corpus / "train.jsonl"], inv, cfg)
+    lonely = [entries[0]] + [e for e in entries if e.speaker != entries[0].speaker]
+    with pytest.raises(ValueError, match="needs >= 2 utterances per speaker"):
+        prompt_pool(lonely)
+    with pytest.raises(Exception, match="prompt_source"):
+        dataclasses.replace(CFG, prompt_source="elsewhere").validate()

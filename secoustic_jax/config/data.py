@@ -13,6 +13,7 @@ from secoustic_jax.config.model import MelConfig
 # Mel frames per second at 22.05 kHz / hop 256 (data.md §1).
 FRAME_RATE = 22050 / 256
 SPLITS = ("train", "valid", "test", "test_unseen")
+PROMPT_SOURCES = ("same", "other")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class PipelineConfig:
     crop_multiple: int = 4  # crop starts are multiples of this
     token_hop: int = 4  # mel frames per token for `token_phones` (21.5 Hz)
     prompt_frames: int = 300  # paralinguistic prompt crop
+    # Where the prompt crop comes from: "same" utterance (training.md §7 default) or
+    # "other", another utterance of the same speaker (content cannot leak into G).
+    prompt_source: str = "same"
     max_phones: int = 128  # static phone axis P of a batch
     pad_short: bool = False  # True: pad utterances shorter than a crop (masked); else skip
     require_alignment: bool = True  # stage 2: phones/durations must be present
@@ -86,5 +90,8 @@ class PipelineConfig:
             raise ConfigError("pipeline.crop_multiple must be a positive multiple of token_hop")
         if self.prompt_frames <= 0 or self.max_phones <= 0:
             raise ConfigError("pipeline.prompt_frames and max_phones must be positive")
+        if self.prompt_source not in PROMPT_SOURCES:
+            raise ConfigError(f"pipeline.prompt_source must be one of {PROMPT_SOURCES}, "
+                              f"got {self.prompt_source!r}")
         if self.worker_count < 0 or self.num_threads < 1:
             raise ConfigError("pipeline: worker_count >= 0 and num_threads >= 1 required")

@@ -134,6 +134,20 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Initial parameter values of a fresh run (training/data_init.py). They change no
+    module, so every checkpoint still exports exactly to the official layout."""
+
+    mel_stats: bool = False  # first/last SEANet convs absorb per-bin mel mean and std
+    stats_batches: int = 16  # training batches the statistics are taken from
+    logvar_bias: float | None = None  # bias of both VAE dense_var heads; None = torch default
+
+    def validate(self) -> None:
+        if self.stats_batches < 1:
+            raise ConfigError("init.stats_batches must be >= 1")
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     """Device mesh (data, fsdp). data = -1 takes every device not used by fsdp."""
 
@@ -199,6 +213,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -212,7 +227,7 @@ class ExperimentConfig:
         self.validate()
 
     def validate(self) -> None:
-        for sub in (self.phonemes, self.loss, self.optim, self.mesh, self.data, *self.stages):
+        for sub in (self.phonemes, self.loss, self.optim, self.init, self.mesh, self.data, *self.stages):
             sub.validate()
         names = tuple(s.name for s in self.stages)
         if names != STAGE_NAMES:

@@ -87,7 +87,7 @@ class BatchIterator:
         if self.template is None:
             raise RuntimeError("eval padding needs a template example")
         # all zeros (mask 0, valid 0, phones = padding) except utt_index = -1
-        return {k: np.full_like(v, -1) if k == "utt_index" else np.zeros_like(v)
+        return {k: np.full_like(v, -1) if k in ("utt_index", "prompt_utt_index") else np.zeros_like(v)
                 for k, v in self.template.items()}
 
     def __next__(self) -> dict:

@@ -87,25 +87,64 @@ class EntrySource:
         return self._entries[index]
 
 
-def load_example(entry: Entry | None, cfg: PipelineConfig, rng) -> dict:
-    """Entry -> example dict, or {SKIP: (id, kind, reason)}; never raises for bad data."""
+def prompt_pool(entries: list[Entry]) -> dict[int, tuple[Entry, ...]]:
+    """speaker -> that speaker's entries (all hosts'), for prompts from another utterance.
+
+    Raises naming the speakers that have a single utterance: their prompt could only be
+    the target utterance itself, which is what this option exists to avoid.
+    """
+    pool: dict[int, list[Entry]] = {}
+    for e in entries:
+        pool.setdefault(e.speaker, []).append(e)
+    lonely = sorted(pool[s][0].id for s in pool if len(pool[s]) < 2)
+    if lonely:
+        raise ValueError(f"prompt_source='other' needs >= 2 utterances per speaker; "
+                         f"{len(lonely)} speaker(s) have one (e.g. {lonely[:3]})")
+    return {s: tuple(v) for s, v in pool.items()}
+
+
+def other_entry(entry: Entry, pool: dict[int, tuple[Entry, ...]], rng) -> Entry:
+    """Another utterance of entry's speaker: uniform with rng, else the next one in order."""
+    same = pool[entry.speaker]
+    pos = next(i for i, e in enumerate(same) if e.index == entry.index)
+    if rng is None:
+        return same[(pos + 1) % len(same)]
+    j = int(rng.integers(len(same) - 1))
+    return same[j + (j >= pos)]
+
+
+def _read_mel(entry: Entry, cfg: PipelineConfig):
+    """-> (full-utterance mel, None) or (None, skip tuple)."""
     from secoustic_jax.audio.io import AudioError
-    from secoustic_jax.data.crops import make_example
     from secoustic_jax.data.features import utterance_mel
 
-    if entry is None:  # padding item of an eval shard
-        return {SKIP: ("<pad>", "padding", "")}
     try:
         mel = utterance_mel(entry.audio, cfg.mel, cfg.feature_cache)
     except AudioError as e:
         msg = str(e)
         kind = R.NAN_AUDIO if "NaN" in msg else R.EMPTY_AUDIO if "empty" in msg else R.UNREADABLE_AUDIO
-        return {SKIP: (entry.id, kind, msg)}
+        return None, (entry.id, kind, msg)
     except ValueError as e:  # shorter than the front end accepts
-        return {SKIP: (entry.id, R.TOO_SHORT, str(e))}
+        return None, (entry.id, R.TOO_SHORT, str(e))
     if mel.shape[0] != entry.frames:
-        return {SKIP: (entry.id, R.LENGTH_MISMATCH, f"audio gives {mel.shape[0]} frames, manifest "
-                                                    f"says {entry.frames}")}
+        return None, (entry.id, R.LENGTH_MISMATCH, f"audio gives {mel.shape[0]} frames, manifest "
+                                                   f"says {entry.frames}")
+    return mel, None
+
+
+def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None) -> dict:
+    """Entry -> example dict, or {SKIP: (id, kind, reason)}; never raises for bad data.
+
+    With `pool` (prompt_source "other"), the prompt is cropped from another utterance of
+    the same speaker; `prompt_utt_index` records which.
+    """
+    from secoustic_jax.data.crops import make_example, prompt_crop
+
+    if entry is None:  # padding item of an eval shard
+        return {SKIP: ("<pad>", "padding", "")}
+    mel, skip = _read_mel(entry, cfg)
+    if skip:
+        return {SKIP: skip}
     ids = None if entry.ids is None else np.asarray(entry.ids, np.int32)
     durs = None if entry.durations is None else np.asarray(entry.durations, np.int64)
     try:
@@ -114,6 +153,15 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng) -> dict:
                           max_phones=cfg.max_phones, pad_short=cfg.pad_short, rng=rng)
     except ValueError as e:
         return {SKIP: (entry.id, getattr(e, "kind", R.BAD_ALIGNMENT), str(e))}
+    ex["prompt_utt_index"] = np.int32(entry.index)
+    if pool is not None:
+        other = other_entry(entry, pool, rng)
+        other_mel, skip = _read_mel(other, cfg)
+        if skip:  # the item is skipped and counted under the prompt utterance's id
+            return {SKIP: skip}
+        ex["prompt_mel"], plen = prompt_crop(other_mel, cfg.prompt_frames, rng)
+        ex["prompt_lengths"] = np.int32(plen)
+        ex["prompt_utt_index"] = np.int32(other.index)
     ex["speaker"] = np.int32(entry.speaker)
     ex["utt_index"] = np.int32(entry.index)
     ex["valid"] = np.int32(1)
@@ -123,21 +171,25 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng) -> dict:
 class TrainTransform(grain.transforms.RandomMap):
     """grain RandomMap: seeded per element (and per epoch through the index)."""
 
-    def __init__(self, cfg: PipelineConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: PipelineConfig, pool=None):
+        self.cfg, self.pool = cfg, pool
 
     def random_map(self, entry, rng):
-        return load_example(entry, self.cfg, rng)
+        return load_example(entry, self.cfg, rng, self.pool)
 
 
 class EvalTransform(grain.transforms.Map):
-    """grain Map: deterministic centred crops."""
+    """grain Map: deterministic centred crops (and the next same-speaker prompt)."""
 
-    def __init__(self, cfg: PipelineConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: PipelineConfig, pool=None):
+        self.cfg, self.pool = cfg, pool
 
     def map(self, entry):
-        return load_example(entry, self.cfg, None)
+        return load_example(entry, self.cfg, None, self.pool)
+
+
+def _pool(cfg: PipelineConfig, entries: list[Entry]):
+    return prompt_pool(entries) if cfg.prompt_source == "other" else None
 
 
 def _local_batch(global_batch_size: int, process_count: int) -> int:
@@ -196,7 +248,7 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     if cfg.shuffle:
         ds = ds.shuffle(seed=seed % 2**32)
     ds = ds.repeat(cfg.num_epochs)
-    ds = ds.random_map(TrainTransform(cfg), seed=(seed + 1) % 2**32)
+    ds = ds.random_map(TrainTransform(cfg, _pool(cfg, entries)), seed=(seed + 1) % 2**32)
     return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
                          sharding=_resolve_sharding(mesh, sharding, cfg),
                          global_batch=global_batch_size, manifest_report=rep,
@@ -225,7 +277,7 @@ def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineC
     shard = entries[process_index::process_count]
     shard = shard + [None] * (per_host - len(shard))
     template = _template(cfg)
-    ds = grain.MapDataset.source(EntrySource(shard)).map(EvalTransform(cfg))
+    ds = grain.MapDataset.source(EntrySource(shard)).map(EvalTransform(cfg, _pool(cfg, entries)))
     return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
                          sharding=_resolve_sharding(mesh, sharding, cfg),
                          global_batch=global_batch_size, manifest_report=rep, pad_final=True,
@@ -243,7 +295,8 @@ def _template(cfg: PipelineConfig) -> dict:
                       hop=cfg.token_hop, multiple=cfg.crop_multiple,
                       prompt_frames=cfg.prompt_frames, max_phones=cfg.max_phones,
                       pad_short=True, rng=None)
-    ex.update(speaker=np.int32(0), utt_index=np.int32(-1), valid=np.int32(0))
+    ex.update(speaker=np.int32(0), utt_index=np.int32(-1), prompt_utt_index=np.int32(-1),
+              valid=np.int32(0))
     return ex
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from secoustic_jax.config.train import ExperimentConfig
-from secoustic_jax.training import distributed, sharding as shd
+from secoustic_jax.training import data_init, distributed, sharding as shd
 from secoustic_jax.training.checkpoint import Checkpointer, check_config, make_meta
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
@@ -167,9 +167,28 @@ def _stage_state(run: Run, rt, idx: int, resume, params, stats):
     if params is None:
         params, stats = init_variables(run.net, run.mesh, config, run.shapes,
                                        jax.random.PRNGKey(config.seed))
+        params = _data_init(run, idx, params)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), idx)
     step = stage_start_steps(config)[idx]
     return start_state(rt, params, stats, step=step, key=key), src, None
+
+
+def _data_init(run: Run, idx: int, params):
+    """config.init on fresh parameters; statistics from a separate pass over the training
+    split (its own iterator, so the stage's data order is that of a run without it)."""
+    config = run.config
+    if not config.init.mel_stats:
+        return data_init.data_dependent_init(params, config, [],
+                                             param_shardings=run.shapes.param_shardings)
+    src = make_source(config, idx, split="train", process_index=jax.process_index(),
+                      process_count=jax.process_count())
+    try:
+        return data_init.data_dependent_init(params, config, src,
+                                             param_shardings=run.shapes.param_shardings,
+                                             process_count=jax.process_count())
+    finally:
+        if hasattr(src, "close"):
+            src.close()
 
 
 def _save(run: Run, state, src, idx: int, *, done: bool, wait: bool = False) -> None:

@@ -1,0 +1,59 @@
+"""Measured wall cost of each stage's train step, input pipeline included (the demo planner).
+
+`measure_step_costs(config, steps=6)` builds every enabled stage exactly as `train` does
+(same runtime, same data source), runs one compiling step, then times `steps` steps of
+`next(source)` + the jitted update, and returns the median wall seconds per step. The
+parameters it trains are thrown away. With a persistent compilation cache (the demo sets
+one), the training run that follows re-uses these compiles.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.training import sharding as shd
+from secoustic_jax.training.data import make_source
+from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
+from secoustic_jax.training.model import TrainNet
+from secoustic_jax.training.runtime import build_stage, init_variables, model_shapes, start_state
+
+
+def measure_step_costs(config: ExperimentConfig, steps: int = 6) -> dict:
+    """-> {"step_s": {stage name: median s/step}, "compile_s": {stage name: s},
+    "steps_timed": steps}. Single process (the demo's machine)."""
+    if steps < 1:
+        raise ValueError("measure_step_costs: steps must be >= 1")
+    config, _ = resolve_config(config)
+    net = TrainNet(config, resolve_codec_factory(config.codec_factory))
+    mesh = shd.make_mesh(config.mesh)
+    shapes = model_shapes(net, mesh, config)
+    params, stats = init_variables(net, mesh, config, shapes, jax.random.PRNGKey(config.seed))
+    out = {"step_s": {}, "compile_s": {}, "steps_timed": steps}
+    for idx in config.enabled_stages:
+        name = config.stages[idx].name
+        rt = build_stage(net, mesh, config, shapes, idx)
+        # A copy: the step donates its state, and the next stage starts from `params`.
+        p = jax.tree.map(lambda x: x.copy(), params)
+        s = jax.tree.map(lambda x: x.copy(), stats)
+        state = start_state(rt, p, s, step=0, key=jax.random.PRNGKey(0))
+        src = make_source(config, idx, split="train", process_index=0, process_count=1)
+        try:
+            t0 = time.perf_counter()
+            state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
+            jax.block_until_ready(m)
+            out["compile_s"][name] = time.perf_counter() - t0
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
+                jax.block_until_ready(m)
+                times.append(time.perf_counter() - t0)
+        finally:
+            if hasattr(src, "close"):
+                src.close()
+        out["step_s"][name] = float(np.median(times))
+    return out
