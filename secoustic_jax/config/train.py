@@ -141,6 +141,9 @@ class InitConfig:
     mel_stats: bool = False  # first/last SEANet convs absorb per-bin mel mean and std
     stats_batches: int = 16  # training batches the statistics are taken from
     logvar_bias: float | None = None  # bias of both VAE dense_var heads; None = torch default
+    # Warm start: the codec weights (and BatchNorm statistics) of another run's latest
+    # checkpoint, e.g. a finished stage 1 shared by several stage-2 runs; "" = fresh init.
+    codec_from: str = ""
 
     def validate(self) -> None:
         if self.stats_batches < 1:

@@ -167,10 +167,37 @@ def _stage_state(run: Run, rt, idx: int, resume, params, stats):
     if params is None:
         params, stats = init_variables(run.net, run.mesh, config, run.shapes,
                                        jax.random.PRNGKey(config.seed))
-        params = _data_init(run, idx, params)
+        if config.init.codec_from:
+            params, stats = _warm_start(run, params, stats)
+        else:
+            params = _data_init(run, idx, params)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), idx)
     step = stage_start_steps(config)[idx]
     return start_state(rt, params, stats, step=step, key=key), src, None
+
+
+def _warm_start(run: Run, params, stats):
+    """params/stats with the codec subtree replaced by that of `config.init.codec_from`."""
+    from secoustic_jax.training.checkpoint import load_codec_variables
+
+    codec_cfg, variables = load_codec_variables(run.config.init.codec_from)
+    if codec_cfg != run.config.codec:
+        raise ValueError(f"init.codec_from={run.config.init.codec_from}: its codec config "
+                         "differs from this run's")
+
+    def put(new, old, sharding):
+        if new.shape != old.shape or new.dtype != old.dtype:
+            raise ValueError(f"init.codec_from: array {new.shape} {new.dtype} does not match "
+                             f"{old.shape} {old.dtype}")
+        return jax.device_put(new, sharding)
+
+    sh = run.shapes
+    params = dict(params, codec=jax.tree.map(put, variables["params"], params["codec"],
+                                             sh.param_shardings["codec"]))
+    if stats:
+        stats = dict(stats, codec=jax.tree.map(put, variables["batch_stats"], stats["codec"],
+                                               sh.stats_shardings["codec"]))
+    return params, stats
 
 
 def _data_init(run: Run, idx: int, params):
