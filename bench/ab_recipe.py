@@ -93,6 +93,18 @@ def score(workdir: pathlib.Path, utts, token_path: bool) -> dict:
     return {k: float(np.mean(v)) for k, v in out.items() if v}
 
 
+def probe(workdir: pathlib.Path, corpus: pathlib.Path) -> dict:
+    """Speaker-probe accuracies (eval/disentangle.py, no baselines) -> {probe_<feature>}."""
+    from secoustic_jax.eval import disentangle
+    from secoustic_jax.eval.checkpoints import load_codec
+
+    codec, _ = load_codec(workdir)
+    utts = disentangle.load_utterances([corpus / f"{s}.jsonl" for s in
+                                        ("train", "valid", "test", "test_unseen")])
+    res = disentangle.run(codec, utts, baselines=False)
+    return {f"probe_{k}": v["accuracy"] for k, v in res["features"].items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/tiny.py")
@@ -105,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=35, help="utterances scored")
     ap.add_argument("--workdir", default="runs/ab")
     ap.add_argument("--keep", action="store_true", help="reuse finished workdirs (resume)")
+    ap.add_argument("--probe", action="store_true",
+                    help="also the speaker probe (G, pooled S, tokens) on every corpus split")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     utts = _utterances(pathlib.Path(args.corpus), args.split, args.limit)
@@ -114,6 +128,8 @@ def main(argv=None) -> int:
         name, overrides = parse_variant(text)
         workdir, wall, cmd = train_variant(args, name, overrides)
         scores = score(workdir, utts, token_path=args.steps[1] > 0)
+        if args.probe:
+            scores.update(probe(workdir, pathlib.Path(args.corpus)))
         row = {"name": name, "overrides": overrides, "common": args.common, "steps": args.steps,
                "seed": args.seed, "train_wall_s": wall, "split": args.split,
                "utterances": len(utts), "command": " ".join(cmd[1:]), **scores}
@@ -121,8 +137,8 @@ def main(argv=None) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
-    keys = [k for k in ("mel_acoustic", "mel_token", "mel_token_other", "mel_token_swap")
-            if k in results["runs"][0]]
+    keys = [k for k in ("mel_acoustic", "mel_token", "mel_token_other", "mel_token_swap",
+                        "probe_G", "probe_S_pooled", "probe_tokens") if k in results["runs"][0]]
     print("| variant | overrides | " + " | ".join(keys) + " | train s |")
     for r in results["runs"]:
         print(f"| {r['name']} | {' '.join(r['overrides']) or '-'} | "

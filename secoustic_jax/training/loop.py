@@ -169,6 +169,11 @@ def _stage_state(run: Run, rt, idx: int, resume, params, stats):
                                        jax.random.PRNGKey(config.seed))
         if config.init.codec_from:
             params, stats = _warm_start(run, params, stats)
+            # The copied codec keeps its own first/last convs; the log-variance bias (the
+            # stage-2 heads, which stage 1 never trains) still applies when set.
+            params = data_init.data_dependent_init(
+                params, dataclasses.replace(config, init=dataclasses.replace(
+                    config.init, mel_stats=False)), [], param_shardings=run.shapes.param_shardings)
         else:
             params = _data_init(run, idx, params)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), idx)

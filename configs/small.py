@@ -1,0 +1,53 @@
+"""Small experiment: sized to learn well in about 2 hours on 2 CPU cores (docs/reproduction.md).
+
+    python train.py --config configs/small.py --workdir runs/small --set data.root=cache/demo_corpus
+
+Twice the tiny widths (d_model 128, SEANet n_filters 64) with the tiny depth, and the
+recipe of docs/training.md: data-dependent init, VAE log-variance heads starting at
+sigma = exp(-3), prompts from another utterance of the same speaker, same-phone
+negatives masked in the contrastive loss. The KL ramp and warm-up scale with the stage
+lengths as in configs/tiny.py.
+"""
+
+import dataclasses
+
+from secoustic_jax.config.data import PipelineConfig
+from secoustic_jax.config.model import codec_preset
+from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, ExperimentConfig,
+                                        InitConfig, LogConfig, LossConfig, OptimConfig,
+                                        PhonemeEncoderConfig, StageConfig, StagesConfig)
+
+S1, S2 = 6000, 6000
+
+
+def get_config() -> ExperimentConfig:
+    d = 128
+    tiny = codec_preset("tiny")
+    codec = dataclasses.replace(
+        tiny, variant="small",
+        seanet=dataclasses.replace(tiny.seanet, n_filters=64, dimension=d),
+        transformer=dataclasses.replace(tiny.transformer, d_model=d, num_heads=4,
+                                        dim_feedforward=512),
+        fsq=dataclasses.replace(tiny.fsq, dim=d),
+        paralinguistic=dataclasses.replace(tiny.paralinguistic, channels=(32, 32, 64, 64, 128, 128),
+                                           gru_hidden=64, embed_dim=d))
+    return ExperimentConfig(
+        name="small",
+        codec=codec,
+        phonemes=PhonemeEncoderConfig(d_model=128, num_heads=4, num_layers=2, dim_feedforward=256,
+                                      conv_layers=2, dropout=0.1),
+        loss=LossConfig(contrastive_dim=128, kl_ramp_start=int(0.375 * S2),
+                        kl_ramp_end=int(0.625 * S2), max_contrastive_frames=2048,
+                        mask_same_phone_negatives=True),
+        stages=StagesConfig(acoustic=StageConfig("acoustic", True, S1, 1.0, 8, 128),
+                            semantic=StageConfig("semantic", True, S2, 1.0, 8, 128),
+                            finetune=StageConfig("finetune", False, 100, 0.1, 8, 128)),
+        optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=200),
+        init=InitConfig(mel_stats=True, logvar_bias=-6.0),
+        checkpoint=CheckpointConfig(every_steps=500, keep=3),
+        log=LogConfig(every_steps=50, eval_every_steps=0, eval_batches=4, audio_examples=2),
+        data=DataSourceConfig(kind="manifest", root="cache/demo_corpus",
+                              pipeline=PipelineConfig(segment_frames=128, max_phones=64,
+                                                      prompt_source="other",
+                                                      feature_cache="cache/demo_corpus/features")),
+    )
