@@ -11,14 +11,16 @@ before the end of the stage.
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.config.model import codec_preset
 from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, ExperimentConfig,
-                                        LogConfig, LossConfig, OptimConfig, PhonemeEncoderConfig,
-                                        StageConfig, StagesConfig)
+                                        InitConfig, LogConfig, LossConfig, OptimConfig,
+                                        PhonemeEncoderConfig, StageConfig, StagesConfig)
 
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
         name="tiny",
-        codec=codec_preset("tiny"),
+        # n_filters 32, not the test preset's 16: 80 bins through 16 channels at the encoder
+        # input and decoder output bound the mel error (docs/training.md A/B table).
+        codec=codec_preset("tiny", {"seanet.n_filters": 32}),
         phonemes=PhonemeEncoderConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128,
                                       conv_layers=2, dropout=0.1),
         loss=LossConfig(contrastive_dim=64, kl_ramp_start=150, kl_ramp_end=250,
@@ -27,8 +29,10 @@ def get_config() -> ExperimentConfig:
                             semantic=StageConfig("semantic", True, 400, 1.0, 8, 128),
                             finetune=StageConfig("finetune", False, 100, 0.1, 8, 128)),
         optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=40),
+        init=InitConfig(mel_stats=True),
         checkpoint=CheckpointConfig(every_steps=100, keep=3),
         log=LogConfig(every_steps=10, eval_every_steps=0, eval_batches=4, audio_examples=2),
         data=DataSourceConfig(kind="manifest", root="cache/corpus",
-                              pipeline=PipelineConfig(segment_frames=128, max_phones=64)),
+                              pipeline=PipelineConfig(segment_frames=128, max_phones=64,
+                                                      feature_cache="cache/corpus/features")),
     )

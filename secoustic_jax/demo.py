@@ -26,8 +26,8 @@ import threading
 import time
 import traceback
 
-from secoustic_jax.demo_plan import (Plan, contention_factor, make_plan, plan_eval, plan_train,
-                                     slowdown)
+from secoustic_jax.demo_plan import (Plan, contention_factor, data_overrides, make_plan, plan_eval,
+                                     plan_train, slowdown)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHASES = ("setup", "corpus", "asterisk", "train", "evaluate", "report")
@@ -182,7 +182,7 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     # Compiles of the calibration are cached on disk, so training does not pay them twice.
     jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    probe = load_experiment(ROOT / "configs" / "tiny.py", [f"data.root={ctx['corpus']}"])
+    probe = load_experiment(ROOT / "configs" / "tiny.py", data_overrides(ctx["corpus"]))
     t = time.time()
     costs = measure_step_costs(probe, steps=6)
     step_costs = (costs["step_s"]["acoustic"], costs["step_s"]["semantic"])

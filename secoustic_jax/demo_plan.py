@@ -127,7 +127,7 @@ class Plan:
         s1, s2 = self.train_steps
         every = max(10, min(s1, s2) // 2)
         start, end = f"loss.kl_ramp_start={int(0.375 * s2)}", f"loss.kl_ramp_end={int(0.625 * s2)}"
-        return [f"data.root={corpus_dir}", f"stages.acoustic.steps={s1}",
+        return [*data_overrides(corpus_dir), f"stages.acoustic.steps={s1}",
                 f"stages.semantic.steps={s2}", "loss.kl_ramp_end=1000000000", start, end,
                 f"optim.warmup_steps={min(200, max(1, s1 // 20))}",
                 f"checkpoint.every_steps={every}", "log.every_steps=10"]
@@ -142,6 +142,12 @@ class Plan:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def data_overrides(corpus_dir) -> list[str]:
+    """The corpus and its full-utterance mel cache (the host front end would otherwise
+    run on every utterance of every batch: ~10x the step's own cost at tiny scale)."""
+    return [f"data.root={corpus_dir}", f"data.pipeline.feature_cache={corpus_dir}/features"]
 
 
 def eval_reserve(factor: float, sizes: EvalSizes = EVAL_MAX) -> float:

@@ -79,7 +79,7 @@ def test_data_init_runs_in_the_loop_and_a_warm_start_reuses_stage_1(tmp_path):
     for module in ("encoder", "encoder_transformer", "decoder_transformer", "decoder"):
         assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
                                          v1["params"][module], v2["params"][module])), module
-    bad = tiny_experiment({"init.codec_from": str(tmp_path / "s1"), "codec.seanet.n_filters": 32},
+    bad = tiny_experiment({"init.codec_from": str(tmp_path / "s1"), "codec.seanet.n_filters": 16},
                           standin=False, steps=(0, 1))
     with pytest.raises(ValueError, match="codec config differs"):
         train(bad, tmp_path / "s3", progress=False)

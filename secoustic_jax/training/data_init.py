@@ -66,6 +66,10 @@ def apply_init(params, config: ExperimentConfig, mean=None, std=None):
     codec = dict(params["codec"])
     if mean is not None:
         first, last = _conv_names(config)
+        if first not in codec.get("encoder", {}) or last not in codec.get("decoder", {}):
+            raise ValueError(f"init.mel_stats: the codec has no encoder/{first} and decoder/"
+                             f"{last} convs (codec_factory {config.codec_factory!r}); set "
+                             "init.mel_stats=false")
         mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
         enc = dict(codec["encoder"])
         w, b = enc[first]["kernel"], enc[first]["bias"]
