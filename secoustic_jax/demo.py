@@ -161,6 +161,7 @@ def phase_train(ctx: dict) -> dict:
     done = [config.stages[i].name for i in config.enabled_stages]
     ctx["workdir"] = workdir
     return {"workdir": str(workdir), "stages": done, "steps": plan.train_steps,
+            "step_costs_s": plan.step_costs,
             "last_checkpoint": summary.get("last_checkpoint"),
             "stage_summaries": summary.get("stages", {})}
 
@@ -228,10 +229,25 @@ def phase_evaluate(ctx: dict) -> dict:
     out = ctx["work"] / "eval"
     result = evaluate(codec, load_vocoder("griffin-lim"), sets, out, opts, checkpoint=entry)
     ctx["eval"], ctx["eval_dir"] = result["report"], out
+    ctx["disentangle"] = _disentangle(codec, corpus, out)
     tok = result["report"]["summary"]
     return {"dir": str(out), "sizes": dataclasses.asdict(sizes),
             "utterances": {s.name: len(s) for s in sets},
             "token_wb_pesq": {s: tok[s]["token"]["metrics"]["pesq_wb"]["mean"] for s in tok}}
+
+
+def _disentangle(codec, corpus: pathlib.Path, out: pathlib.Path) -> dict:
+    """Speaker probes on every utterance of the corpus (eval/disentangle.py)."""
+    from secoustic_jax.eval import disentangle
+
+    t = time.time()
+    utts = disentangle.load_utterances([corpus / f"{s}.jsonl" for s in
+                                        ("train", "valid", "test", "test_unseen")])
+    res = disentangle.run(codec, utts, embedding_cache=corpus / "speaker_embeddings.npz")
+    (out / "disentangle.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"  disentanglement probes on {res['n_utterances']} utterances, {res['n_speakers']} "
+          f"speakers in {time.time() - t:.0f} s", flush=True)
+    return res
 
 
 def phase_report(ctx: dict) -> dict:
@@ -240,7 +256,7 @@ def phase_report(ctx: dict) -> dict:
 
     ctx["summary"]["total_wall_min"] = (time.time() - ctx["t0"]) / 60
     path = demo_report.write(ctx["out"], ctx["summary"], ctx["eval"], ctx["eval_dir"],
-                             read_history(ctx["workdir"]))
+                             read_history(ctx["workdir"]), ctx.get("disentangle"))
     size = sum(f.stat().st_size for f in (ctx["out"] / "example").iterdir())
     print(f"  wrote {path} and {ctx['out'] / 'example'} ({size / 1e6:.2f} MB)", flush=True)
     return {"report": str(path), "example_bytes": size}
@@ -308,7 +324,7 @@ def run(ctx: dict) -> int:
     from secoustic_jax.training.logging import read_history
 
     demo_report.write(ctx["out"], ctx["summary"], ctx["eval"], ctx["eval_dir"],
-                      read_history(ctx["workdir"]))
+                      read_history(ctx["workdir"]), ctx.get("disentangle"))
     banner(f"demo finished in {ctx['summary']['total_wall_min']:.1f} min: {ctx['out'] / 'report.md'}",
            ctx["t0"], ctx["budget_s"])
     return 0

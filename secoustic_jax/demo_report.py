@@ -142,7 +142,7 @@ def _clips(eval_dir: pathlib.Path, ex: pathlib.Path, report: dict) -> list[tuple
 
 
 def write(out: pathlib.Path, summary: dict, report: dict, eval_dir: pathlib.Path,
-          history: list[dict]) -> pathlib.Path:
+          history: list[dict], disentangle: dict | None = None) -> pathlib.Path:
     """Writes <out>/report.md and <out>/example/*; returns the report path."""
     ex = out / "example"
     if ex.exists():
@@ -154,15 +154,31 @@ def write(out: pathlib.Path, summary: dict, report: dict, eval_dir: pathlib.Path
     (ex / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (ex / "eval_summary.json").write_text(json.dumps(
         {k: report.get(k) for k in ("summary", "probe", "timing", "notes")}, indent=1, sort_keys=True) + "\n")
-    md = _page(summary, report, plots, loss is not None, clips)
+    if disentangle:
+        (ex / "disentangle.json").write_text(json.dumps(disentangle, indent=1) + "\n")
+    md = _page(summary, report, plots, loss is not None, clips, disentangle)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     return path
 
 
-def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips) -> list[str]:
+def disentangle_lines(res: dict) -> list[str]:
+    """The corpus-wide speaker-probe table (eval/disentangle.py) with 95 % intervals."""
+    lines = [f"| speaker probe, all {res['n_utterances']} corpus utterances, {res['n_speakers']} "
+             f"speakers (linear, GroupKFold by text) | accuracy | 95 % CI | chance |",
+             "|---|---|---|---|"]
+    for name, r in res["features"].items():
+        lo, hi = r["ci95"]
+        lines.append(f"| {name} | {r['accuracy']:.3f} | {lo:.3f}-{hi:.3f} | {r['chance']:.3f} |")
+    return lines + ["", "`G_random_init`: the same encoder untrained; `speaker_embedding`: "
+                        "resemblyzer on the original audio. Disentangled means G high, S_pooled "
+                        "and tokens low.", ""]
+
+
+def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
+          disentangle: dict | None = None) -> list[str]:
     phases = summary["phases"]
-    plan = summary["phases"]["setup"].get("plan", {})
+    train = phases.get("train", {})
     lines = ["# secoustic-jax demo (`make demo`)", "",
              f"Commit `{summary.get('commit')}`, {summary['machine']}. Total wall time "
              f"**{summary['total_wall_min']:.1f} min** (budget {summary['budget_min']:.0f} min; "
@@ -174,14 +190,19 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips) -> l
     lines += ["", "CPU = user + system time of the demo and its finished child processes (corpus "
               "synthesis, scoring workers); on idle cores a phase's wall time lies between CPU/2 and CPU.", "",
              "## Training (configs/tiny.py, every enabled stage)", "",
-              f"Steps per stage: {plan.get('train_steps')}; final stage summaries in `example/summary.json`.", ""]
+              f"Steps per stage: {train.get('steps')}, sized from measured step costs "
+              f"{train.get('step_costs_s')} s (stage 1, stage 2); final stage summaries in "
+              "`example/summary.json`.", ""]
     if loss:
         lines += ["![training losses](example/loss.png)", ""]
     lines += ["## Results", "", "**All audio metrics use the Griffin-Lim fallback vocoder (no HiFT weights "
               "offline): a weaker system than HiFT, never comparable with the paper.** `voc` is the "
               "vocoder ceiling, `acoustic` the stage-1 path, `token` the codec.", ""]
     lines += headline_table(report["summary"]) + [""]
-    lines += vc_probe_lines(report) + codebook_speed_lines(report) + [""]
+    lines += vc_probe_lines(report)
+    if disentangle:
+        lines += disentangle_lines(disentangle)
+    lines += codebook_speed_lines(report) + [""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}](example/{p})" for p in plots] + [""]
     if clips:
