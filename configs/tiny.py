@@ -29,7 +29,10 @@ def get_config() -> ExperimentConfig:
                             semantic=StageConfig("semantic", True, 400, 1.0, 8, 128),
                             finetune=StageConfig("finetune", False, 100, 0.1, 8, 128)),
         optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=40),
-        init=InitConfig(mel_stats=True),
+        # Data-dependent init, and VAE log-variance heads starting at sigma = exp(-3): with
+        # the torch default (sigma ~ 1 against |mu| ~ 0.3) the connector learned to ignore
+        # G (docs/training.md A/B table).
+        init=InitConfig(mel_stats=True, logvar_bias=-6.0),
         checkpoint=CheckpointConfig(every_steps=100, keep=3),
         log=LogConfig(every_steps=10, eval_every_steps=0, eval_batches=4, audio_examples=2),
         data=DataSourceConfig(kind="manifest", root="cache/corpus",
