@@ -1,8 +1,9 @@
 """Measured wall cost of each stage's train step, input pipeline included (the demo planner).
 
 `measure_step_costs(config, steps=6)` builds every enabled stage exactly as `train` does
-(same runtime, same data source), runs one compiling step, then times `steps` steps of
-`next(source)` + the jitted update, and returns the median wall seconds per step. The
+(same runtime, same data source), runs one compiling step and WARMUP_STEPS more, then
+times `steps` steps of `next(source)` + the jitted update, and returns the median wall
+seconds per step. The
 parameters it trains are thrown away. With a persistent compilation cache (the demo sets
 one), the training run that follows re-uses these compiles.
 """
@@ -20,6 +21,9 @@ from secoustic_jax.training.data import make_source
 from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
 from secoustic_jax.training.model import TrainNet
 from secoustic_jax.training.runtime import build_stage, init_variables, model_shapes, start_state
+
+
+WARMUP_STEPS = 3  # untimed after the compile: the input pipeline's prefetch fills up
 
 
 def measure_step_costs(config: ExperimentConfig, steps: int = 6) -> dict:
@@ -46,6 +50,9 @@ def measure_step_costs(config: ExperimentConfig, steps: int = 6) -> dict:
             state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
             jax.block_until_ready(m)
             out["compile_s"][name] = time.perf_counter() - t0
+            for _ in range(WARMUP_STEPS):
+                state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
+            jax.block_until_ready(m)
             times = []
             for _ in range(steps):
                 t0 = time.perf_counter()
