@@ -39,7 +39,10 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At p = 0 or 1 one end is exactly p; the formula gives it only up to rounding.
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)
+    hi = 1.0 if correct == n else min(1.0, centre + half)
+    return lo, hi
 
 
 @dataclasses.dataclass
