@@ -18,7 +18,7 @@ from secoustic_jax.config.base import ConfigError
 from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables
 from secoustic_jax.training.logging import read_history
 from secoustic_jax.training.loop import PersistentNaNError, train
-from train_standin import tiny_experiment
+from train_standin import STANDIN_INIT, tiny_experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_sigterm_writes_a_restorable_checkpoint(tmp_path):
     wd = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/tiny.py"),
            "--workdir", str(wd), "--no-progress"]
-    over = {"data.kind": "synthetic", "codec_factory": "train_standin:standin_factory",
+    over = {"data.kind": "synthetic", **STANDIN_INIT,
             "stages.acoustic.steps": 100000, "stages.acoustic.batch_size": 4,
             "stages.acoustic.segment_frames": 32, "checkpoint.every_steps": 100000,
             "log.every_steps": 1, "data.pipeline.max_phones": 16}

@@ -110,3 +110,12 @@ def test_default_config_changes_nothing():
     cfg = dataclasses.replace(CFG, init=InitConfig())
     out = data_init.data_dependent_init(params, cfg, iter(()), param_shardings=None)
     assert out is params
+
+
+def test_a_codec_without_the_heads_is_refused_by_name():
+    # A codec_factory model without the SEANet convs / VAE heads must not be half-initialised.
+    params = {"codec": {"encoder": {"Dense_0": {"kernel": np.ones((2, 2)), "bias": np.zeros(2)}}}}
+    with pytest.raises(ValueError, match="no encoder/.*set init.mel_stats=false"):
+        data_init.apply_init(params, CFG, np.zeros(80, np.float32), np.ones(80, np.float32))
+    with pytest.raises(ValueError, match="vae_semantic_transformer/dense_var.*logvar_bias=null"):
+        data_init.apply_init(params, dataclasses.replace(CFG, init=InitConfig(logvar_bias=-6.0)))

@@ -13,6 +13,7 @@ import pytest
 
 from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables
 from secoustic_jax.training.logging import read_history
+from train_standin import STANDIN_INIT
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_training_and_checkpoint(tmp_path):
     port = _free_port()
-    over = {"data.kind": "synthetic", "codec_factory": "train_standin:standin_factory",
+    over = {"data.kind": "synthetic", **STANDIN_INIT,
             "data.pipeline.max_phones": 16, "mesh.fsdp": 2, "log.every_steps": 1,
             "log.audio_examples": 0, "log.eval_batches": 1, "checkpoint.every_steps": 2,
             "distributed.coordinator_address": f"127.0.0.1:{port}",

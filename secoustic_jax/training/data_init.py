@@ -84,7 +84,11 @@ def apply_init(params, config: ExperimentConfig, mean=None, std=None):
     bias = config.init.logvar_bias
     if bias is not None:
         for module in ("vae_semantic_transformer", "paralinguistic_encoder"):
-            sub = dict(codec[module])
+            sub = dict(codec.get(module, {}))
+            if "dense_var" not in sub:
+                raise ValueError(f"init.logvar_bias: the codec has no {module}/dense_var head "
+                                 f"(codec_factory {config.codec_factory!r}); set "
+                                 "init.logvar_bias=null")
             head = dict(sub["dense_var"])
             head["bias"] = jnp.full_like(head["bias"], bias)
             sub["dense_var"] = head
