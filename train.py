@@ -23,11 +23,20 @@ def main(argv=None) -> int:
                    help="stop after this global step without saving (debugging)")
     args = p.parse_args(argv)
 
+    from secoustic_jax.config.base import ConfigError
     from secoustic_jax.config.train import load_experiment
-    from secoustic_jax.training.loop import train
+    from secoustic_jax.training.loop import PersistentNaNError, train
 
-    config = load_experiment(args.config, args.set)
-    summary = train(config, args.workdir, progress=not args.no_progress, max_steps=args.max_steps)
+    try:
+        config = load_experiment(args.config, args.set)
+        summary = train(config, args.workdir, progress=not args.no_progress,
+                        max_steps=args.max_steps)
+    except ConfigError as e:  # the user's config, overrides, corpus or workdir: one line
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except PersistentNaNError as e:
+        print(f"train.py: stopped: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=1, default=float))
     if summary.get("preempted"):
         print(f"preempted: checkpoint at step {summary['last_checkpoint']} written; rerun the "

@@ -14,6 +14,18 @@ import tempfile
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; restored at once
+    os.umask(mask)
+    return mask
+
+
+def shareable(path, *, directory: bool = False) -> None:
+    """Gives `path` the mode a plain open()/mkdir() would have (0666/0777 minus the umask):
+    mkstemp and mkdtemp create 0600/0700, which nobody else on a shared cluster can read."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ".tmp") -> Iterator[str]:
     """Yields a temporary path in the target's folder; renames it onto `path` on success.
@@ -27,6 +39,8 @@ def atomic_path(path, suffix: str = ".tmp") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        if os.path.exists(tmp):
+            shareable(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -53,13 +53,17 @@ def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(tmp_path):
     assert third["resumed_from"] == 6 and third["last_checkpoint"] == 8
     want, got = _losses(tmp_path / "ref"), _losses(wd)
     assert sorted(want) == list(range(1, 9)) and got == want  # bitwise equal floats
+    # One history: the rows each "crashed" run logged past its last checkpoint are gone.
+    assert [r["step"] for r in read_history(wd) if r["split"] == "train"] == list(range(1, 9))
     # The stage boundary is part of the run state.
     meta = Checkpointer(wd).read_meta(4)
     assert meta["stage_index"] == 0 and meta["stage_done"] and meta["stage_step"] == 4
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_restorable_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_writes_a_restorable_checkpoint(sig, tmp_path):
+    # SIGTERM (preemption) and SIGINT (Ctrl-C) both checkpoint at the step boundary, exit 0.
     wd = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/tiny.py"),
            "--workdir", str(wd), "--no-progress"]
@@ -77,13 +81,13 @@ def test_sigterm_writes_a_restorable_checkpoint(tmp_path):
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.time() < deadline, "training did not start in time"
             time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
-    assert "preempted" in err
+    assert "preempted" in err and "Traceback" not in err
     summary = json.loads(out[out.index("{"):])
     step = summary["last_checkpoint"]
     assert summary["preempted"] and step >= 3

@@ -22,6 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
+from secoustic_jax.atomic import shareable
 from secoustic_jax.checkpoint.table import CheckpointError, flatten, set_path
 from secoustic_jax.config.base import ConfigError, diff, from_dict, to_dict
 from secoustic_jax.config.model import CodecConfig
@@ -51,6 +52,7 @@ def save(directory, cfg: CodecConfig, variables: Mapping) -> pathlib.Path:
         save_file(flat, str(tmp / VARIABLES_FILE))
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": to_dict(cfg)}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        shareable(tmp, directory=True)
         _swap_into_place(tmp, target)
     finally:
         if tmp.exists():

@@ -110,10 +110,14 @@ class Checkpointer:
 
 
 def make_meta(config: ExperimentConfig, *, stage_index: int, stage_step: int, step: int,
-              inventory: list[str], stage_done: bool = False) -> dict:
+              inventory: list[str], stage_done: bool = False,
+              state_checksum: int | None = None) -> dict:
+    """The meta item; `state_checksum` (training/resume.py) lets a restore detect flipped
+    bytes in the state files."""
     return {"config": to_dict(config), "fingerprint": run_fingerprint(config),
             "stage_index": stage_index, "stage_step": stage_step, "step": step,
-            "stage_done": stage_done, "phones": list(inventory)}
+            "stage_done": stage_done, "phones": list(inventory),
+            "state_checksum": state_checksum}
 
 
 def check_config(meta: dict, config: ExperimentConfig) -> None:

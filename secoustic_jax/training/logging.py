@@ -10,6 +10,8 @@ import pathlib
 
 import numpy as np
 
+from secoustic_jax.atomic import write_text
+
 ZERO_CODE_NAME = "codebook/zero_code_fraction"
 
 
@@ -67,7 +69,10 @@ class Logger:
         if not enabled:
             return
         from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+        superseded = truncate_history(workdir, initial)
+        # purge_step makes TensorBoard drop the superseded events of a killed run too.
+        self.writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"),
+                                    purge_step=initial + 1 if superseded else None)
         if progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total_steps, initial=initial, dynamic_ncols=True, unit="step")
@@ -103,6 +108,17 @@ class Logger:
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def truncate_history(workdir, step: int) -> int:
+    """Drops the history rows after `step` (logged by a run that was killed after its last
+    checkpoint; the resumed run logs those steps again) -> rows dropped. Atomic."""
+    rows = read_history(workdir)
+    keep = [r for r in rows if r["step"] <= step]
+    if len(keep) < len(rows):
+        write_text(pathlib.Path(workdir) / "history.jsonl",
+                   "".join(json.dumps(r) + "\n" for r in keep))
+    return len(rows) - len(keep)
 
 
 def read_history(workdir) -> list[dict]:

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import pathlib
 import signal
+import sys
 import threading
 import time
 
@@ -21,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.train import ExperimentConfig
-from secoustic_jax.training import data_init, distributed, sharding as shd
-from secoustic_jax.training.checkpoint import Checkpointer, check_config, make_meta
+from secoustic_jax.training import data_init, distributed, resume as resuming, sharding as shd
+from secoustic_jax.training.checkpoint import Checkpointer, make_meta
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
 from secoustic_jax.training.model import TrainNet
@@ -68,7 +70,13 @@ def data_inventory(config: ExperimentConfig) -> list[str]:
                           process_count=1, batch=1)
         return list(src.inventory_labels)
     from secoustic_jax.data.phones import PhoneInventory
-    return list(PhoneInventory.load(config.data.root).labels)
+    root = pathlib.Path(config.data.root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root={config.data.root}: no corpus there. Build one with "
+                          f"`secoustic corpus build --out {config.data.root}`, point "
+                          "--set data.root=... at yours, or train on generated data with "
+                          "--set data.kind=synthetic")
+    return list(PhoneInventory.load(root).labels)
 
 
 def resolve_config(config: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
@@ -78,16 +86,27 @@ def resolve_config(config: ExperimentConfig) -> tuple[ExperimentConfig, list[str
         config = dataclasses.replace(config, phonemes=dataclasses.replace(
             config.phonemes, vocab_size=len(inv)))
     elif config.phonemes.vocab_size != len(inv):
-        raise ValueError(f"phonemes.vocab_size={config.phonemes.vocab_size} but the phone "
+        raise ConfigError(f"phonemes.vocab_size={config.phonemes.vocab_size} but the phone "
                          f"inventory has {len(inv)} entries")
     return config, inv
 
 
-def _install_sigterm(flag: threading.Event):
-    """SIGTERM sets `flag`; the loop saves at the next step boundary and returns."""
+def _install_stop_handlers(flag: threading.Event) -> dict:
+    """SIGTERM and SIGINT (Ctrl-C) set `flag`: the loop saves at the next step boundary and
+    returns. A second Ctrl-C while that is pending interrupts at once (KeyboardInterrupt).
+    -> the previous handlers, to restore."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, lambda *_: flag.set())
+        return {}
+
+    def on_signal(signum, _frame):
+        if signum == signal.SIGINT and flag.is_set():
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            print("\ninterrupted: saving a checkpoint at the end of this step (Ctrl-C again "
+                  "to quit without it)", file=sys.stderr, flush=True)
+        flag.set()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def train(config: ExperimentConfig, workdir, *, progress: bool = True,
@@ -102,13 +121,18 @@ def train(config: ExperimentConfig, workdir, *, progress: bool = True,
     mesh = shd.make_mesh(config.mesh)
     shapes = model_shapes(net, mesh, config)
     ckpt = Checkpointer(workdir, config.checkpoint)
-    resume = _resume_point(ckpt, config, inventory)
+    had_checkpoints = bool(ckpt.all_steps())
+    resume = resuming.find_resume(
+        ckpt, workdir, config, inventory,
+        lambda idx: build_stage(net, mesh, config, shapes, idx).abstract_state)
+    if jax.process_index() == 0 and had_checkpoints:
+        print(resuming.describe(resume), file=sys.stderr, flush=True)
     total = sum(config.stages[i].steps for i in config.enabled_stages)
     logger = Logger(workdir, enabled=jax.process_index() == 0, progress=progress,
                     total_steps=total, initial=resume["step"] if resume else 0)
     run = Run(config, workdir, net, mesh, shapes, ckpt, logger, inventory, threading.Event(),
               max_steps)
-    old_handler = _install_sigterm(run.stop_flag)
+    old_handlers = _install_stop_handlers(run.stop_flag)
     summary = {"stages": {}, "preempted": False, "stopped": False, "resumed_from": resume and resume["step"]}
     try:
         params = stats = None
@@ -134,23 +158,11 @@ def train(config: ExperimentConfig, workdir, *, progress: bool = True,
     finally:
         ckpt.close()
         logger.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     summary.update(wall_time_s=time.time() - t_start, last_checkpoint=ckpt.latest_step(),
                    workdir=str(workdir))
     return summary
-
-
-def _resume_point(ckpt: Checkpointer, config, inventory) -> dict | None:
-    step = ckpt.latest_step()
-    if step is None:
-        return None
-    meta = ckpt.read_meta(step)
-    check_config(meta, config)
-    if meta["phones"] != inventory:
-        raise ValueError("the checkpoint's phone inventory differs from the data's; "
-                         "resume with the same corpus or start a new workdir")
-    return dict(meta, checkpoint=step)
 
 
 def _stage_state(run: Run, rt, idx: int, resume, params, stats):
@@ -159,7 +171,7 @@ def _stage_state(run: Run, rt, idx: int, resume, params, stats):
     src = make_source(config, idx, split="train", process_index=jax.process_index(),
                       process_count=jax.process_count())
     if resume and resume["stage_index"] == idx:
-        state, data_state = run.ckpt.restore(resume["checkpoint"], rt.abstract_state)
+        state, data_state = resume["state"], resume["data_state"]  # verified on restore
         if resume["stage_done"]:
             return None, src, (state.params, state.batch_stats)
         src.set_state(data_state)
@@ -187,7 +199,7 @@ def _warm_start(run: Run, params, stats):
 
     codec_cfg, variables = load_codec_variables(run.config.init.codec_from)
     if codec_cfg != run.config.codec:
-        raise ValueError(f"init.codec_from={run.config.init.codec_from}: its codec config "
+        raise ConfigError(f"init.codec_from={run.config.init.codec_from}: its codec config "
                          "differs from this run's")
 
     def put(new, old, sharding):
@@ -231,7 +243,8 @@ def _save(run: Run, state, src, idx: int, *, done: bool, wait: bool = False) -> 
     if not bool(_all_finite(state.params)):
         raise PersistentNaNError("refusing to checkpoint non-finite parameters")
     meta = make_meta(run.config, stage_index=idx, stage_step=int(state.stage_step),
-                     step=int(state.step), inventory=run.inventory, stage_done=done)
+                     step=int(state.step), inventory=run.inventory, stage_done=done,
+                     state_checksum=resuming.state_checksum(state))
     run.ckpt.save(int(state.step), state, src.get_state(), meta)
     run.last_saved = int(state.step)
     if wait:
