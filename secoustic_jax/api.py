@@ -241,13 +241,22 @@ class Codec:
     def mel(self, wav, sample_rate: int) -> np.ndarray:
         """wav [N] or [B, N] at `sample_rate` -> log-mel [T, 80] / [B, T, 80] (T = N // 256).
 
+        Any real dtype: integer PCM is scaled by its type's range, exactly as files are.
+        A 2-D array with fewer columns than one hop (256) cannot be a batch of clips: it is
+        channels-last audio [N, C] (soundfile's layout) and is averaged to mono -> [T, 80].
         Other rates are resampled to 22.05 kHz (soxr VHQ) first.
         """
         from secoustic_jax.audio.io import prepare_waveform
         from secoustic_jax.audio.mel import log_mel
 
-        wav, added = _as_batch(wav, 2, "wav")
-        rows = [prepare_waveform(w, int(sample_rate), self.config.mel.sample_rate) for w in wav]
+        arr = np.asarray(wav)
+        target = self.config.mel.sample_rate
+        if arr.ndim == 2 and arr.shape[1] < self.config.mel.hop_length <= arr.shape[0]:
+            one = prepare_waveform(arr, int(sample_rate), target)  # [N, C] -> mono
+            return np.asarray(log_mel(one[None], self.config.mel))[0]
+        # dtype=None: prepare_waveform checks the dtype and rescales integer PCM.
+        wav, added = _as_batch(arr, 2, "wav", dtype=None)
+        rows = [prepare_waveform(w, int(sample_rate), target) for w in wav]
         out = np.asarray(log_mel(np.stack(rows), self.config.mel))
         return out[0] if added else out
 

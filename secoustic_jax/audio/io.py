@@ -107,23 +107,62 @@ def audio_info(path) -> tuple[int, int]:
     return int(info.samplerate), int(info.frames)
 
 
-def load_audio(path, target_sr: int | None = TARGET_SR) -> tuple[np.ndarray, int]:
+def wav_declared_frames(path) -> int | None:
+    """Frames the RIFF/WAVE header's data chunk declares (None: not a plain WAV, or a
+    streamed header with an unknown size). libsndfile silently reads what is there."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+            elif cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), 1)
+
+
+def load_audio(path, target_sr: int | None = TARGET_SR, *,
+               strict: bool = False) -> tuple[np.ndarray, int]:
     """Reads any file soundfile can read -> (float32 mono [N] at `target_sr`, original_sr).
 
     Channels are averaged; resampling uses soxr VHQ (upsampling included). `target_sr=None`
-    keeps the native rate.
+    keeps the native rate. A WAV whose header declares more frames than the file holds (cut
+    short mid-file) is read as far as it goes, with a warning naming both lengths;
+    `strict=True` refuses it instead.
     Raises:
-      AudioError: missing, unreadable or corrupt file, empty audio, NaN/Inf samples.
+      AudioError: missing, unreadable or corrupt file, a directory, empty audio, NaN/Inf
+        samples, a truncated WAV under `strict`.
     """
     import soundfile as sf
 
     p = pathlib.Path(path)
+    if p.is_dir():
+        raise AudioError(f"{p}: is a directory, not an audio file")
     if not p.is_file():
         raise AudioError(f"{p}: no such audio file")
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(f"{p}: unreadable or corrupt audio file ({type(e).__name__}: {e})") from e
+    declared = wav_declared_frames(p)
+    if declared is not None and declared > data.shape[0]:
+        msg = (f"{p}: truncated WAV: the header declares {declared} frames, the file holds "
+               f"{data.shape[0]}")
+        if strict:
+            raise AudioError(msg)
+        warnings.warn(msg + "; using what is there", stacklevel=2)
     return prepare_waveform(data, int(sr), target_sr, path=p), int(sr)
 
 

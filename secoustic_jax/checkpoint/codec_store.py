@@ -52,6 +52,8 @@ def save(directory, cfg: CodecConfig, variables: Mapping) -> pathlib.Path:
         save_file(flat, str(tmp / VARIABLES_FILE))
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": to_dict(cfg)}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():  # safetensors writes its file 0600 too
+            shareable(f)
         shareable(tmp, directory=True)
         _swap_into_place(tmp, target)
     finally:

@@ -78,24 +78,32 @@ def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
     return wav[:n] if wav.shape[0] >= n else np.pad(wav, (0, n - wav.shape[0]))
 
 
-def _encode_file(codec, wav_path, prompt_path=None) -> dict:
+def _encode_file(codec, wav_path, prompt_path=None, strict: bool = False) -> dict:
     """wav file -> the .npz payload: tokens [T'] int32, paralinguistic [d], lengths, variant."""
-    from secoustic_jax.audio.io import load_audio
+    from secoustic_jax.audio.io import expected_length, load_audio
 
     sr = codec.config.mel.sample_rate
-    wav, source_sr = load_audio(wav_path, sr)
-    mel = codec.mel(wav, sr)
+    # Read at the file's own rate: the peak check sees the samples as stored (resampling a
+    # full-scale file overshoots 1.0), and Codec.mel resamples once.
+    native, source_sr = load_audio(wav_path, target_sr=None, strict=strict)
+    mel = codec.mel(native, source_sr)
     tokens = codec.encode_tokens(mel)
-    prompt_mel = mel if prompt_path is None else codec.mel(load_audio(prompt_path, sr)[0], sr)
+    if prompt_path is None:
+        prompt_mel = mel
+    else:
+        prompt, prompt_sr = load_audio(prompt_path, target_sr=None, strict=strict)
+        prompt_mel = codec.mel(prompt, prompt_sr)
+    num_samples = expected_length(native.shape[0], source_sr, sr)
     g = codec.prompt_embedding(prompt_mel)
     return {"format_version": np.int64(NPZ_FORMAT_VERSION), "variant": np.str_(codec.config.variant),
             "tokens": tokens, "paralinguistic": g.astype(np.float32),
-            "num_frames": np.int64(mel.shape[0]), "num_samples": np.int64(wav.shape[0]),
+            "num_frames": np.int64(mel.shape[0]), "num_samples": np.int64(num_samples),
             "sample_rate": np.int64(sr), "source_sample_rate": np.int64(source_sr)}
 
 
-def read_tokens_npz(path, variant: str) -> dict:
-    """Loads and validates an `encode` .npz for a checkpoint of `variant`."""
+def read_tokens_npz(path, variant: str, config=None) -> dict:
+    """Loads and validates an `encode` .npz for a checkpoint of `variant`; with the codec's
+    `config`, also its lengths against the token count, the hop and the sample rate."""
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
@@ -116,7 +124,31 @@ def read_tokens_npz(path, variant: str) -> dict:
     if data["tokens"].ndim != 1 or data["tokens"].dtype != np.int32:
         raise ValueError(f"{path}: tokens must be int32 [T'], got {data['tokens'].dtype} "
                          f"{list(data['tokens'].shape)}")
+    if config is not None:
+        _check_lengths(path, data, config)
     return data
+
+
+def _check_lengths(path, data: dict, config) -> None:
+    """num_frames must give the file's token count (T' = ceil(T / hop)) and num_samples
+    that frame count (T = N // hop_length): a corrupt length would otherwise decode to a
+    silently wrong length or a huge allocation."""
+    n_tok, hop, hop_len = data["tokens"].shape[0], config.hop, config.mel.hop_length
+    for key in ("num_frames", "num_samples", "sample_rate"):
+        if key in data and (data[key].ndim != 0 or not np.issubdtype(data[key].dtype, np.integer)):
+            raise ValueError(f"{path}: {key} must be an integer scalar, got {data[key].dtype} "
+                             f"{list(data[key].shape)}")
+    frames, samples = int(data["num_frames"]), int(data["num_samples"])
+    if not hop * (n_tok - 1) < frames <= hop * n_tok:
+        raise ValueError(f"{path}: num_frames={frames} does not fit {n_tok} tokens at hop "
+                         f"{hop} (need {hop * (n_tok - 1) + 1}..{hop * n_tok})")
+    if samples // hop_len != frames:
+        raise ValueError(f"{path}: num_samples={samples} does not give num_frames={frames} "
+                         f"(need {frames * hop_len}..{(frames + 1) * hop_len - 1})")
+    rate = int(data.get("sample_rate", config.mel.sample_rate))
+    if rate != config.mel.sample_rate:
+        raise ValueError(f"{path}: sample_rate={rate}, the codec runs at "
+                         f"{config.mel.sample_rate}")
 
 
 def _decode_payload(codec, data: dict, out: pathlib.Path, vocoder: str, official_length: bool,
@@ -168,7 +200,7 @@ def cmd_export_torch(args) -> int:
 
 def cmd_encode(args) -> int:
     codec = _codec(args)
-    payload = _encode_file(codec, args.input, args.prompt)
+    payload = _encode_file(codec, args.input, args.prompt, args.strict)
     out = pathlib.Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"{out}: output must end in .npz")
@@ -180,7 +212,7 @@ def cmd_encode(args) -> int:
 
 def cmd_decode(args) -> int:
     codec = _codec(args)
-    data = read_tokens_npz(args.input, codec.config.variant)
+    data = read_tokens_npz(args.input, codec.config.variant, codec.config)
     out = _decode_payload(codec, data, pathlib.Path(args.out), args.vocoder, args.official_length,
                           _conv_dtype(args))
     print(f"{args.input} -> {out}")
@@ -192,7 +224,7 @@ def cmd_roundtrip(args) -> int:
     out = pathlib.Path(args.out)
     if out.suffix != ".wav":
         raise ValueError(f"{out}: roundtrip writes a .wav")
-    data = _encode_file(codec, args.input, args.prompt)
+    data = _encode_file(codec, args.input, args.prompt, args.strict)
     _decode_payload(codec, data, out, args.vocoder, args.official_length, _conv_dtype(args))
     print(f"{args.input} -> {data['tokens'].shape[0]} tokens -> {out}")
     return 0
@@ -230,6 +262,8 @@ def register(subparsers) -> None:
         if name != "decode":
             p.add_argument("--prompt", default=None,
                            help="prompt wav for the paralinguistic vector (default: the input)")
+            p.add_argument("--strict", action="store_true",
+                           help="refuse a WAV cut short mid-file (default: warn, use what is there)")
         if name != "encode":
             p.add_argument("--vocoder", default="griffin-lim",
                            help="griffin-lim or a HiFT checkpoint path (for .wav output)")

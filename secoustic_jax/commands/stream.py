@@ -50,10 +50,13 @@ def register(subparsers) -> None:
 def _prompt_g(codec, wav, args, sr):
     from secoustic_jax.audio.io import load_audio
     if args.prompt:
-        pw, _ = load_audio(args.prompt)
-    else:
-        pw = wav[: max(int(args.prompt_seconds * sr), 1024)]
-    return codec.prompt_embedding(codec.mel(pw, sr))[None]
+        pw, psr = load_audio(args.prompt, target_sr=None)  # peak checked as read
+        return codec.prompt_embedding(codec.mel(pw, psr))[None]
+    # A window of the input, already checked and resampled: log-mel it directly (Codec.mel
+    # would check its resampled peak again).
+    from secoustic_jax.audio.mel import log_mel
+    pw = wav[: max(int(args.prompt_seconds * sr), 1024)]
+    return codec.prompt_embedding(np.asarray(log_mel(pw[None], codec.config.mel))[0])[None]
 
 
 def _stream(codec, wav, g, m, args):
@@ -105,6 +108,9 @@ def run(args) -> int:
     from secoustic_jax.audio.io import load_audio, save_wav
     from secoustic_jax.streaming.frontend import lookahead_ms
     from secoustic_jax.vocoder import fit_length, load_vocoder
+    if not args.chunk_ms > 0:  # before loading anything; also catches NaN
+        raise ValueError(f"--chunk-ms must be positive (a token is 11.61 ms at 86 Hz, 46.44 "
+                         f"ms at 21.5 Hz), got {args.chunk_ms}")
     if args.exact_tokens and not (args.bf16_weights or args.int8_weights):
         raise ValueError("--exact-tokens applies to --bf16-weights or --int8-weights")
     codec = Codec.load(args.ckpt)
