@@ -26,8 +26,8 @@ import threading
 import time
 import traceback
 
-from secoustic_jax.demo_plan import (Plan, contention_factor, data_overrides, make_plan, plan_eval,
-                                     plan_train, slowdown)
+from secoustic_jax.demo_plan import (STAGES, Plan, contention_factor, data_overrides, make_plan,
+                                     plan_eval, plan_train, slowdown)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHASES = ("setup", "corpus", "asterisk", "train", "evaluate", "report")
@@ -183,20 +183,21 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     # Compiles of the calibration are cached on disk, so training does not pay them twice.
     jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    probe = load_experiment(ROOT / "configs" / "tiny.py", data_overrides(ctx["corpus"]))
+    probe = load_experiment(ROOT / "configs" / "tiny.py", [
+        *data_overrides(ctx["corpus"]), *(f"stages.{n}.enabled=true" for n in STAGES)])
     t = time.time()
     costs = measure_step_costs(probe, steps=6)
-    step_costs = (costs["step_s"]["acoustic"], costs["step_s"]["semantic"])
+    step_costs = tuple(costs["step_s"][n] for n in STAGES)
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
     plan.train_steps = plan_train(left, step_costs, plan.factor)
     plan.step_costs = step_costs
     workdir.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps({"steps": plan.train_steps, "step_costs": step_costs,
                                  "calibration": costs}) + "\n")
-    print(f"  measured {step_costs[0]:.3f} / {step_costs[1]:.3f} s per step (stage 1 / 2, "
-          f"compiles {sum(costs['compile_s'].values()):.0f} s, took {time.time() - t:.0f} s); "
-          f"{left / 60:.1f} min left -> steps {plan.train_steps[0]} + {plan.train_steps[1]}",
-          flush=True)
+    print(f"  measured {' / '.join(f'{c:.3f}' for c in step_costs)} s per step (stages "
+          f"{' / '.join(STAGES)}, compiles {sum(costs['compile_s'].values()):.0f} s, took "
+          f"{time.time() - t:.0f} s); {left / 60:.1f} min left -> steps "
+          f"{' + '.join(map(str, plan.train_steps))}", flush=True)
 
 
 def _e1_subset(ctx: dict, n: int) -> pathlib.Path:

@@ -3,7 +3,7 @@
 Training steps are sized from *measured* costs: the train phase first times a few steps of
 each stage on this machine, input pipeline included (training/calibrate.py), then
 `plan_train` fills the time left minus the evaluation reserve, split between the stages
-by `STAGE1_TIME_SHARE`. The phases around training use the idle-machine estimates of
+by `STAGE_TIME_SHARES`. The phases around training use the idle-machine estimates of
 COST (docs/demo.md "Sizing"), multiplied by the expected slowdown that a single-threaded
 probe reads at start-up on a shared machine (1.0 on idle cores). The evaluation is sized
 again after training from the time actually left.
@@ -30,10 +30,12 @@ COST = {
     "vc_per_audio_s": 0.35,
     "report": 20.0,
 }
-# Share of the training time given to stage 1. Stage 1 bounds every later figure (the
-# token path decodes through its decoder) and its step is the cheaper one; the split is
-# the one the A/B of docs/training.md chose.
-STAGE1_TIME_SHARE = 0.5
+# Shares of the training time of stages 1, 2 and 3 (finetune). Stage 1 bounds every later
+# figure (the token path decodes through its decoder) and its step is the cheapest; the
+# stage-2 A/B of docs/training.md showed the token path gaining more from finetune steps
+# (mel on D(A-hat), every module) than from more stage-2 steps.
+STAGE_TIME_SHARES = (0.5, 0.25, 0.25)
+STAGES = ("acoustic", "semantic", "finetune")
 MIN_STEPS = 60
 CORPUS_SIZE = "50"  # utterances per WER voice: ~0.5 h, 5 test utterances per voice, 12 held-out
 E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
@@ -115,8 +117,8 @@ class Plan:
     factor: float
     corpus_size: str
     eval_sizes: EvalSizes
-    train_steps: tuple[int, int] | None = None
-    step_costs: tuple[float, float] | None = None  # measured wall s/step, stages 1 and 2
+    train_steps: tuple[int, ...] | None = None  # per stage of STAGES
+    step_costs: tuple[float, ...] | None = None  # measured wall s/step, per stage
     quick: bool = False
 
     def train_overrides(self, corpus_dir) -> list[str]:
@@ -124,18 +126,21 @@ class Plan:
         (KL ramp at 37.5-62.5 % of stage 2, warm-up 5 % of stage 1 capped at 200)."""
         if self.train_steps is None:
             raise ValueError("Plan.train_overrides: plan_train has not set the steps yet")
-        s1, s2 = self.train_steps
-        every = max(10, min(s1, s2) // 2)
+        steps = dict(zip(STAGES, self.train_steps))
+        s1, s2 = steps["acoustic"], steps["semantic"]
+        every = max(10, min(v for v in steps.values() if v) // 2)
         start, end = f"loss.kl_ramp_start={int(0.375 * s2)}", f"loss.kl_ramp_end={int(0.625 * s2)}"
-        return [*data_overrides(corpus_dir), f"stages.acoustic.steps={s1}",
-                f"stages.semantic.steps={s2}", "loss.kl_ramp_end=1000000000", start, end,
-                f"optim.warmup_steps={min(200, max(1, s1 // 20))}",
+        per_stage = [o for name in STAGES for o in (
+            f"stages.{name}.enabled={str(steps.get(name, 0) > 0).lower()}",
+            f"stages.{name}.steps={steps.get(name, 0)}")]
+        return [*data_overrides(corpus_dir), *per_stage, "loss.kl_ramp_end=1000000000", start,
+                end, f"optim.warmup_steps={min(200, max(1, s1 // 20))}",
                 f"checkpoint.every_steps={every}", "log.every_steps=10"]
 
     def describe(self) -> str:
         e = self.eval_sizes
         steps = ("to be measured" if self.train_steps is None
-                 else f"{self.train_steps[0]} + {self.train_steps[1]}")
+                 else " + ".join(str(n) for n in self.train_steps))
         return (f"corpus {self.corpus_size}, train steps {steps}, "
                 f"eval E2-unseen {e.e2_unseen}, E2 {e.e2_per_speaker}/speaker, E1 {e.e1}, "
                 f"VC pairs {e.vc_pairs} (budget {self.budget_s / 60:.0f} min, contention x{self.factor:.2f})")
@@ -160,25 +165,26 @@ def make_plan(budget_s: float, factor: float, quick: bool = False) -> Plan:
     to a minimal training; the steps come later from `plan_train`."""
     if quick:  # smoke runs: tiny corpus, a few steps, minimal evaluation
         return Plan(budget_s, factor, "tiny", EvalSizes(2, 2, 4, 2),
-                    train_steps=(MIN_STEPS // 3, MIN_STEPS // 3), quick=True)
+                    train_steps=(MIN_STEPS // 3,) * len(STAGES), quick=True)
     return Plan(budget_s, factor, CORPUS_SIZE, EVAL_MAX)
 
 
-def plan_train(seconds_left: float, step_costs: tuple[float, float], factor: float,
-               share: float = STAGE1_TIME_SHARE) -> tuple[int, int]:
+def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float,
+               shares: tuple[float, ...] = STAGE_TIME_SHARES) -> tuple[int, ...]:
     """Steps per stage that fill `seconds_left` (the budget still unspent at the start of
     training) minus the compile, validation and evaluation reserves.
 
-    step_costs are *measured* wall seconds per step on this machine right now, so they are
-    not multiplied by the contention factor; the fixed reserves (estimates) are. Stage 1
-    gets `share` of the time, stage 2 the rest; no cap: a faster machine trains longer.
+    step_costs are *measured* wall seconds per step on this machine right now, one per
+    stage, so they are not multiplied by the contention factor; the fixed reserves
+    (estimates) are. Stage i gets shares[i] of the time; no cap: a faster machine trains
+    longer.
     """
-    if not 0.0 < share < 1.0:
-        raise ValueError(f"plan_train: share must lie in (0, 1), got {share}")
+    if len(shares) != len(step_costs) or min(shares) <= 0 or abs(sum(shares) - 1) > 1e-9:
+        raise ValueError(f"plan_train: shares must be {len(step_costs)} positive numbers "
+                         f"summing to 1, got {shares}")
     if min(step_costs) <= 0:
         raise ValueError(f"plan_train: step costs must be positive, got {step_costs}")
     fixed = factor * (COST["train_compile"] + COST["train_validation"] + COST["stats"])
     train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
-    shares = (share, 1.0 - share)
     return tuple(max(MIN_STEPS, int(f * train_s / c) // 10 * 10)
                  for f, c in zip(shares, step_costs))

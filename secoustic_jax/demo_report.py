@@ -191,7 +191,7 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
               "synthesis, scoring workers); on idle cores a phase's wall time lies between CPU/2 and CPU.", "",
              "## Training (configs/tiny.py, every enabled stage)", "",
               f"Steps per stage: {train.get('steps')}, sized from measured step costs "
-              f"{train.get('step_costs_s')} s (stage 1, stage 2); final stage summaries in "
+              f"{train.get('step_costs_s')} s (acoustic, semantic, finetune); final stage summaries in "
               "`example/summary.json`.", ""]
     if loss:
         lines += ["![training losses](example/loss.png)", ""]

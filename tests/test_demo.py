@@ -15,37 +15,40 @@ def _reserved(factor: float) -> float:
 
 
 @pytest.mark.parametrize("factor", [1.0, 2.0])
-@pytest.mark.parametrize("costs", [(0.1, 0.25), (0.3, 0.2)])
+@pytest.mark.parametrize("costs", [(0.1, 0.25, 0.3), (0.3, 0.2, 0.2)])
 def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
-    from secoustic_jax.demo_plan import STAGE1_TIME_SHARE, plan_train
+    from secoustic_jax.demo_plan import STAGE_TIME_SHARES, plan_train
 
     left = 45 * 60
-    s1, s2 = plan_train(left, costs, factor)
+    steps = plan_train(left, costs, factor)
     train_s = left - _reserved(factor)
-    spent = s1 * costs[0] + s2 * costs[1]
+    spent = sum(n * c for n, c in zip(steps, costs))
     # Fills the time to within the rounding of each stage down to a multiple of 10 steps.
     assert train_s - 10 * sum(costs) <= spent <= train_s
-    assert s1 % 10 == 0 and s2 % 10 == 0
-    assert abs(s1 * costs[0] / train_s - STAGE1_TIME_SHARE) < 0.01
+    assert all(n % 10 == 0 for n in steps)
+    for n, c, share in zip(steps, costs, STAGE_TIME_SHARES):
+        assert abs(n * c / train_s - share) < 0.01
     # No cap: twice the time left after the reserves gives twice the steps.
-    d1, d2 = plan_train(_reserved(factor) + 2 * train_s, costs, factor)
-    assert abs(d1 - 2 * s1) <= 10 and abs(d2 - 2 * s2) <= 10
+    double = plan_train(_reserved(factor) + 2 * train_s, costs, factor)
+    assert all(abs(d - 2 * n) <= 10 for d, n in zip(double, steps))
     # Measured costs are used as they are: a step twice as dear gives half the steps.
-    h1, _ = plan_train(left, (2 * costs[0], costs[1]), factor)
-    assert abs(h1 - s1 / 2) <= 10
+    h1 = plan_train(left, (2 * costs[0], *costs[1:]), factor)[0]
+    assert abs(h1 - steps[0] / 2) <= 10
 
 
 def test_plan_degrades_to_minimum_when_no_time_is_left():
     from secoustic_jax.demo_plan import EVAL_MIN, MIN_STEPS, plan_eval, plan_train
 
-    assert plan_train(60, (0.1, 0.2), 1.0) == (MIN_STEPS, MIN_STEPS)
+    assert plan_train(60, (0.1, 0.2, 0.3), 1.0) == (MIN_STEPS,) * 3
     assert plan_eval(60, 50.0) == EVAL_MIN
     small, big = plan_eval(600, 1.0), plan_eval(3600, 1.0)
     assert small.e1 <= big.e1 and small.e2_unseen <= big.e2_unseen
-    with pytest.raises(ValueError, match="share"):
-        plan_train(3600, (0.1, 0.2), 1.0, share=1.0)
+    with pytest.raises(ValueError, match="shares"):
+        plan_train(3600, (0.1, 0.2), 1.0, shares=(1.0, 0.0))
+    with pytest.raises(ValueError, match="shares"):
+        plan_train(3600, (0.1, 0.2, 0.3), 1.0, shares=(0.5, 0.5))
     with pytest.raises(ValueError, match="positive"):
-        plan_train(3600, (0.0, 0.2), 1.0)
+        plan_train(3600, (0.0, 0.2, 0.3), 1.0)
 
 
 def test_train_overrides_make_a_valid_config(tmp_path):
@@ -55,14 +58,14 @@ def test_train_overrides_make_a_valid_config(tmp_path):
     plan = make_plan(55 * 60, 1.0)
     with pytest.raises(ValueError, match="plan_train"):
         plan.train_overrides(tmp_path)
-    for steps in [(60, 60), (12000, 8000)]:
+    for steps in [(60, 60, 60), (12000, 8000, 3000)]:
         plan.train_steps = steps
         cfg = load_experiment(ROOT / "configs" / "tiny.py", plan.train_overrides(tmp_path))
-        assert (cfg.stages.acoustic.steps, cfg.stages.semantic.steps) == steps
+        assert tuple(cfg.stages[i].steps for i in range(3)) == steps
         assert cfg.loss.kl_ramp_start < cfg.loss.kl_ramp_end <= cfg.stages.semantic.steps
         assert 1 <= cfg.optim.warmup_steps <= min(200, steps[0])
-        assert cfg.data.root == str(tmp_path) and cfg.enabled_stages == (0, 1)
-    plan.train_steps = plan_train(40 * 60, (0.1, 0.2), 1.0)
+        assert cfg.data.root == str(tmp_path) and cfg.enabled_stages == (0, 1, 2)
+    plan.train_steps = plan_train(40 * 60, (0.1, 0.2, 0.3), 1.0)
     assert "to be measured" not in plan.describe()
 
 
@@ -72,10 +75,11 @@ def test_step_costs_are_measured_on_the_real_step():
 
     cfg = load_experiment(ROOT / "configs" / "tiny.py", [
         "data.kind=synthetic", "stages.acoustic.batch_size=2", "stages.semantic.batch_size=2",
-        "stages.acoustic.segment_frames=32", "stages.semantic.segment_frames=32"])
+        "stages.acoustic.segment_frames=32", "stages.semantic.segment_frames=32",
+        "stages.finetune.batch_size=2", "stages.finetune.segment_frames=32"])
     got = measure_step_costs(cfg, steps=2)
-    assert got["steps_timed"] == 2 and set(got["step_s"]) == {"acoustic", "semantic"}
-    for name in ("acoustic", "semantic"):
+    assert got["steps_timed"] == 2 and set(got["step_s"]) == {"acoustic", "semantic", "finetune"}
+    for name in ("acoustic", "semantic", "finetune"):
         # The first call compiles: it must be far dearer than a compiled step.
         assert 0 < got["step_s"][name] < got["compile_s"][name]
 

@@ -117,7 +117,7 @@ def standin_factory(codec_cfg):
 # `--set` overrides (as command-line text) for subprocess runs of configs/tiny.py with the
 # stand-in codec, which has no SEANet convs or log-variance heads for the init to set.
 STANDIN_INIT = {"codec_factory": "train_standin:standin_factory", "init.mel_stats": "false",
-                "init.logvar_bias": "null"}
+                "init.logvar_bias": "null", "stages.finetune.enabled": "false"}
 
 
 def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch: int = 4,
@@ -131,6 +131,7 @@ def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch
             # The stand-in has no SEANet convs or VAE log-variance heads for the init to set.
             "init.mel_stats": not standin, "init.stats_batches": 2,
             **({"init.logvar_bias": None} if standin else {}),
+            "stages.finetune.enabled": False,  # tests that want stage 3 turn it on
             "phonemes.d_model": 32, "phonemes.num_layers": 1, "phonemes.conv_layers": 1,
             "phonemes.dim_feedforward": 64, "loss.contrastive_dim": 32,
             "optim.warmup_steps": 2, "log.every_steps": 1, "log.audio_examples": 0,
