@@ -17,6 +17,7 @@ numpy or jax leaves).
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 from typing import Mapping
@@ -25,7 +26,8 @@ import numpy as np
 
 from secoustic_jax.checkpoint.codec_names import codec_table, resample_keys
 from secoustic_jax.checkpoint.table import CheckpointError, export_state_dict, import_state_dict
-from secoustic_jax.checkpoint.torch_io import load_state_dict, save_state_dict
+from secoustic_jax.checkpoint.torch_io import load_state_dict_with_metadata, save_state_dict
+from secoustic_jax.config.base import from_dict, to_dict
 from secoustic_jax.config.model import VARIANT_RATIOS, CodecConfig, codec_preset
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,15 @@ def import_codec(path, variant: str | None = None, config: CodecConfig | None = 
     (`{"model": ...}` wrapper, `module.` / `_orig_mod.` prefixes).
     """
     what = str(path)
-    sd, notes = load_state_dict(path, trusted=trusted)
+    sd, notes, meta = load_state_dict_with_metadata(path, trusted=trusted)
     if not sd:
         raise CheckpointError(f"{what}: the state dict is empty")
+    if config is None and "codec_config" in meta:  # written by export_codec
+        config = recorded_config(meta, what)
+        if variant is not None and variant != config.variant:
+            raise CheckpointError(f"{what}: recorded config is variant {config.variant!r}, "
+                                  f"not {variant!r}")
+        notes.append(f"config from the file's metadata ({config.variant})")
     cfg = resolve_config(sd, variant, config, what)
     variables = import_codec_state_dict(sd, cfg, what=what, ignore_prefixes=ignore_prefixes)
     log.info("%s: imported %d tensors as variant %s", what, len(sd), cfg.variant)
@@ -141,10 +149,21 @@ def codec_state_dict(variables: Mapping, cfg: CodecConfig) -> dict[str, np.ndarr
     return export_state_dict(codec_table(cfg), tree, what=f"codec ({cfg.variant})")
 
 
+def recorded_config(meta: Mapping[str, str], what: str = "checkpoint") -> CodecConfig:
+    """The CodecConfig an export recorded in its metadata (strict)."""
+    try:
+        return from_dict(CodecConfig, json.loads(meta["codec_config"]))
+    except (ValueError, TypeError) as e:  # ConfigError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{what}: unreadable recorded codec config: {e}") from e
+
+
 def export_codec(variables: Mapping, cfg: CodecConfig, path) -> pathlib.Path:
-    """Writes the official state dict to `path` (.pt or .safetensors by suffix), atomically."""
+    """Writes the official state dict to `path` (.pt or .safetensors by suffix), atomically,
+    with `cfg` recorded outside the state dict (torch_io.METADATA_KEY) so that a non-preset
+    network (e.g. a tiny training run) comes back in with `import-torch` unaided."""
     path = pathlib.Path(path)
     if path.suffix not in (".pt", ".pth", ".safetensors"):
         raise CheckpointError(f"{path}: unknown suffix (use .pt or .safetensors)")
-    return save_state_dict(path, codec_state_dict(variables, cfg))
+    meta = {"codec_config": json.dumps(to_dict(cfg), sort_keys=True)}
+    return save_state_dict(path, codec_state_dict(variables, cfg), meta)
 

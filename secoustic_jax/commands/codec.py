@@ -13,7 +13,10 @@ reader without touching this file's logic.
 from __future__ import annotations
 
 import importlib
+import json
 import pathlib
+import sys
+import time
 
 import numpy as np
 
@@ -173,18 +176,64 @@ def _decode_payload(codec, data: dict, out: pathlib.Path, vocoder: str, official
 
 # ---- command functions -------------------------------------------------------------------
 
-def cmd_import_torch(args) -> int:
-    from secoustic_jax.api import Codec
-    from secoustic_jax.checkpoint.convert import detect_variant
-    from secoustic_jax.checkpoint.torch_io import load_state_dict
+def _import_config(args, meta: dict, sd):
+    """The CodecConfig to import into: --config (a preset name, a JSON codec config or a
+    configs/*.py experiment), else the config the file records (an export of this
+    project), else the --variant / detected official preset; --set overrides on top, all
+    applied before one validation."""
+    from secoustic_jax.checkpoint.convert import detect_variant, recorded_config
+    from secoustic_jax.config.base import apply_overrides
+
+    if args.config:
+        cfg = _config_arg(args.config)
+    elif "codec_config" in meta:
+        cfg = recorded_config(meta, str(args.input))
+    elif args.set:  # a non-preset network, e.g. the golden official-tiny configuration
+        from secoustic_jax.config.model import codec_preset
+        cfg = codec_preset(args.variant or detect_variant(sd, str(args.input)))
+    else:
+        return None
+    return apply_overrides(cfg, args.set)
+
+
+def _config_arg(text: str):
+    from secoustic_jax.config.base import ConfigError
     from secoustic_jax.config.model import codec_preset
 
-    sd, _ = load_state_dict(args.input, trusted=args.trusted)
-    config = None
-    if args.set:  # a non-preset network, e.g. the golden official-tiny configuration
-        config = codec_preset(args.variant or detect_variant(sd, str(args.input)), args.set)
+    p = pathlib.Path(text)
+    if p.suffix == ".py":
+        from secoustic_jax.config.train import load_experiment
+        return load_experiment(p).codec
+    if p.suffix == ".json":
+        from secoustic_jax.checkpoint.convert import recorded_config
+        if not p.is_file():
+            raise ConfigError(f"--config {p}: no such file")
+        data = json.loads(p.read_text())
+        data = data.get("config", data)  # a Codec.save codec.json, or a bare CodecConfig
+        return recorded_config({"codec_config": json.dumps(data)}, str(p))
+    return codec_preset(text)  # ConfigError names the presets
+
+
+def cmd_import_torch(args) -> int:
+    from secoustic_jax.api import Codec
+    from secoustic_jax.checkpoint.torch_io import load_state_dict_with_metadata
+
+    t0 = time.perf_counter()
+    print(f"reading {args.input} ...", file=sys.stderr, flush=True)
+    sd, _, meta = load_state_dict_with_metadata(args.input, trusted=args.trusted)
+    t1 = time.perf_counter()
+    config = _import_config(args, meta, sd)
+    if config is not None and args.variant and config.variant != args.variant:
+        raise ValueError(f"--variant {args.variant} conflicts with the config's variant "
+                         f"{config.variant}")
+    print(f"  read {len(sd)} tensors in {t1 - t0:.1f} s; converting and checking "
+          f"({'recorded' if 'codec_config' in meta and not args.config else 'given' if config else 'detected'} "
+          "config) ...", file=sys.stderr, flush=True)
     codec = Codec.from_state_dict(sd, variant=args.variant, config=config)
+    t2 = time.perf_counter()
     codec.save(args.out)
+    print(f"  converted in {t2 - t1:.1f} s, saved in {time.perf_counter() - t2:.1f} s",
+          file=sys.stderr, flush=True)
     print(f"imported {args.input} as {codec.config.variant} -> {args.out}")
     return 0
 
@@ -237,9 +286,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="codec directory to write")
     p.add_argument("--variant", choices=["86hz", "21_5hz"], default=None,
                    help="expected variant (default: detected from the resampling kernels)")
+    p.add_argument("--config", default=None, metavar="PRESET|FILE",
+                   help="the network: a preset (86hz, 21_5hz, tiny, tiny_21_5hz), a JSON codec "
+                        "config (e.g. a codec directory's codec.json) or a configs/*.py file; "
+                        "default: the config the file records (exports of this project), "
+                        "else the variant's preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override on top of the variant preset (repeatable), e.g. "
-                        "transformer.num_layers=1")
+                   help="config override on top of that (repeatable, applied together), "
+                        "e.g. transformer.num_layers=1")
     p.add_argument("--trusted", action="store_true",
                    help="allow full unpickling of a .pt holding non-tensor objects")
     p.set_defaults(func=cmd_import_torch)

@@ -115,14 +115,39 @@ def override(cfg: Any, dotted: str, value: Any) -> Any:
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str] | None) -> Any:
-    """Applies `{"a.b": v}` or `["a.b=v", ...]` overrides in order."""
+    """Applies `{"a.b": v}` or `["a.b=v", ...]` overrides in order, *then* validates once:
+    fields that must change together (e.g. a width and its head count) can be set by
+    consecutive overrides. Unknown fields fail at once, naming the dotted key."""
     if not overrides:
         return cfg
     items = overrides.items() if isinstance(overrides, dict) else (
         _split_assignment(s) for s in overrides)
+    data = to_dict(cfg)
     for key, value in items:
-        cfg = override(cfg, key, value)
-    return cfg
+        _assign(type(cfg), data, key, value, key)
+    return from_dict(type(cfg), data, type(cfg).__name__)
+
+
+def _assign(cls: type, data: dict, dotted: str, value: Any, full: str) -> None:
+    """Sets `dotted` in the to_dict form `data` of dataclass `cls` (JSON-looking strings
+    parsed); coercion and validation are left to from_dict."""
+    head, _, rest = dotted.partition(".")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if head not in fields:
+        raise ConfigError(f"unknown config field {head!r} in {full!r} (have {sorted(fields)})")
+    if rest:
+        sub = typing.get_type_hints(cls)[head]
+        if not dataclasses.is_dataclass(sub) or not isinstance(data[head], dict):
+            raise ConfigError(f"cannot set {full!r}: {head!r} has no fields")
+        data[head] = dict(data[head])
+        _assign(sub, data[head], rest, value, full)
+        return
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    data[head] = to_dict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _split_assignment(text: str) -> tuple[str, str]:
