@@ -141,3 +141,65 @@ def test_atomic_writes_respect_the_umask(tmp_path, codec):
     assert stat.S_IMODE(f.stat().st_mode) == 0o644  # not mkstemp's 0600
     assert stat.S_IMODE(d.stat().st_mode) == 0o755  # not mkdtemp's 0700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in d.iterdir())
+
+
+# ---- G precision in the tokens file (issue 16) ---------------------------------------
+
+@pytest.mark.parametrize("bits", [8, 6, 4])
+def test_quantised_g_round_trips_through_the_tokens_file(bits, tmp_path, ckpt, codec, capsys):
+    from secoustic_jax import tokens_file
+    from secoustic_jax.quantizer.g_quant import bits_per_vector, roundtrip_g
+
+    sf.write(tmp_path / "in.wav", _speechlike(), SR, subtype="PCM_16")
+    full, q = tmp_path / "full.npz", tmp_path / "q.npz"
+    assert main(["encode", str(tmp_path / "in.wav"), "--ckpt", str(ckpt), "--out", str(full)]) == 0
+    assert main(["encode", str(tmp_path / "in.wav"), "--ckpt", str(ckpt), "--out", str(q),
+                 "--g-bits", str(bits)]) == 0
+    a, b = tokens_file.read(full, codec.config), tokens_file.read(q, codec.config)
+    np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    # The file holds exactly what roundtrip_g gives, within half a level of the float G.
+    np.testing.assert_array_equal(b["paralinguistic"], roundtrip_g(a["paralinguistic"], bits))
+    step = np.abs(a["paralinguistic"]).max() / ((1 << (bits - 1)) - 1)
+    assert np.abs(b["paralinguistic"] - a["paralinguistic"]).max() <= 0.5 * step * 1.001
+    assert tokens_file.g_side_bits(b) == bits_per_vector(64, bits) == 64 * bits + 16
+    with np.load(q) as f:
+        assert int(f["g_bits"]) == bits and f["paralinguistic_codes"].dtype == np.int8
+        assert "paralinguistic" not in f.files
+    assert main(["decode", str(q), "--ckpt", str(ckpt), "--out", str(tmp_path / "m.npy")]) == 0
+
+
+def test_version_1_token_files_still_decode(tmp_path, ckpt, codec):
+    from secoustic_jax import tokens_file
+
+    payload = _encode(tmp_path, ckpt, _speechlike())
+    old = {k: v for k, v in payload.items() if k != "g_bits"}
+    old["format_version"] = np.int64(1)
+    np.savez(tmp_path / "v1.npz", **old)
+    got = tokens_file.read(tmp_path / "v1.npz", codec.config)
+    np.testing.assert_array_equal(got["paralinguistic"], payload["paralinguistic"])
+    assert main(["decode", str(tmp_path / "v1.npz"), "--ckpt", str(ckpt),
+                 "--out", str(tmp_path / "m.npy")]) == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(g_bits=np.int64(5)), "g_bits=5 is not one of"),
+    (lambda d: d.update(g_bits=np.int64(32)), "g_bits=32 but the file also holds"),
+    (lambda d: d.update(paralinguistic=np.zeros(64, np.float32)), "also holds ['paralinguistic']"),
+    (lambda d: d.update(paralinguistic_codes=np.full(64, 100, np.int8)), "codes must be integers in [-7, 7]"),
+    (lambda d: d.update(paralinguistic_codes=np.zeros(32, np.int8)), "paralinguistic_codes must be int8 [64]"),
+    (lambda d: d.update(paralinguistic_scale=np.float16(np.nan)), "scale must be finite"),
+    (lambda d: d.pop("paralinguistic_scale"), "needs the field 'paralinguistic_scale'"),
+])
+def test_a_corrupt_or_mismatched_g_field_is_named(edit, message, tmp_path, ckpt, capsys):
+    sf.write(tmp_path / "in.wav", _speechlike(), SR, subtype="PCM_16")
+    assert main(["encode", str(tmp_path / "in.wav"), "--ckpt", str(ckpt), "--out",
+                 str(tmp_path / "q.npz"), "--g-bits", "4"]) == 0
+    with np.load(tmp_path / "q.npz") as f:
+        data = {k: f[k] for k in f.files}
+    edit(data)
+    np.savez(tmp_path / "bad.npz", **data)
+    capsys.readouterr()
+    code = main(["decode", str(tmp_path / "bad.npz"), "--ckpt", str(ckpt),
+                 "--out", str(tmp_path / "m.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err

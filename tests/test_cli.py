@@ -45,7 +45,8 @@ def test_encode_decode_roundtrip(ckpt, wavs, tmp_path, capsys):
     assert code == 0, err
     z = np.load(tmp_path / "t.npz")
     assert z["tokens"].dtype == np.int32 and z["tokens"].shape == (400,)
-    assert str(z["variant"]) == "86hz" and int(z["format_version"]) == 1
+    assert str(z["variant"]) == "86hz" and int(z["format_version"]) == 2
+    assert int(z["g_bits"]) == 32 and z["paralinguistic"].dtype == np.float32
     assert int(z["num_frames"]) == 400 and int(z["num_samples"]) == 102400
     # mel front-end noise (<= 3e-4) may move a token near a rounding threshold: allow 1 %
     assert np.mean(z["tokens"] == io["tokens"][0]) > 0.99
@@ -128,8 +129,8 @@ def test_audio_and_npz_errors_exit_2(ckpt, wavs, tmp_path, capsys):
                   "--out", tmp_path / "a.npz")
     assert run(capsys, "encode", d / "utt1.wav", "--ckpt", ckpt, "--out", tmp_path / "t.npz")[0] == 0
     data = dict(np.load(tmp_path / "t.npz"))
-    np.savez(tmp_path / "v2.npz", **{**data, "format_version": np.int64(2)})
-    _expect_error(capsys, "format version 2", "decode", tmp_path / "v2.npz", "--ckpt", ckpt,
+    np.savez(tmp_path / "v3.npz", **{**data, "format_version": np.int64(3)})
+    _expect_error(capsys, "format version 3", "decode", tmp_path / "v3.npz", "--ckpt", ckpt,
                   "--out", tmp_path / "m.npy")
     np.savez(tmp_path / "var.npz", **{**data, "variant": np.str_("21_5hz")})
     _expect_error(capsys, "tokens are for the 21_5hz variant", "decode", tmp_path / "var.npz",

@@ -20,9 +20,10 @@ import time
 
 import numpy as np
 
+from secoustic_jax import tokens_file
 from secoustic_jax.atomic import atomic_path
+from secoustic_jax.quantizer.g_quant import G_BITS
 
-NPZ_FORMAT_VERSION = 1
 EXPORT_SOURCES = (
     "secoustic_jax.commands.codec:codec_dir_source",  # a Codec.save directory
     "secoustic_jax.training.export:codec_variables_from_checkpoint",  # training checkpoints
@@ -81,7 +82,8 @@ def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
     return wav[:n] if wav.shape[0] >= n else np.pad(wav, (0, n - wav.shape[0]))
 
 
-def _encode_file(codec, wav_path, prompt_path=None, strict: bool = False) -> dict:
+def _encode_file(codec, wav_path, prompt_path=None, strict: bool = False,
+                 g_bits: int = 32) -> dict:
     """wav file -> the .npz payload: tokens [T'] int32, paralinguistic [d], lengths, variant."""
     from secoustic_jax.audio.io import expected_length, load_audio
 
@@ -98,60 +100,9 @@ def _encode_file(codec, wav_path, prompt_path=None, strict: bool = False) -> dic
         prompt_mel = codec.mel(prompt, prompt_sr)
     num_samples = expected_length(native.shape[0], source_sr, sr)
     g = codec.prompt_embedding(prompt_mel)
-    return {"format_version": np.int64(NPZ_FORMAT_VERSION), "variant": np.str_(codec.config.variant),
-            "tokens": tokens, "paralinguistic": g.astype(np.float32),
-            "num_frames": np.int64(mel.shape[0]), "num_samples": np.int64(num_samples),
-            "sample_rate": np.int64(sr), "source_sample_rate": np.int64(source_sr)}
-
-
-def read_tokens_npz(path, variant: str, config=None) -> dict:
-    """Loads and validates an `encode` .npz for a checkpoint of `variant`; with the codec's
-    `config`, also its lengths against the token count, the hop and the sample rate."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path}: unreadable .npz ({type(e).__name__}: {e})") from e
-    need = ("format_version", "variant", "tokens", "paralinguistic", "num_frames", "num_samples")
-    missing = [k for k in need if k not in data]
-    if missing:
-        raise ValueError(f"{path}: not a secoustic token file (missing {missing})")
-    if int(data["format_version"]) != NPZ_FORMAT_VERSION:
-        raise ValueError(f"{path}: token file format version {int(data['format_version'])}, "
-                         f"this code reads version {NPZ_FORMAT_VERSION}")
-    if str(data["variant"]) != variant:
-        raise ValueError(f"{path}: tokens are for the {data['variant']} variant, but the "
-                         f"checkpoint is {variant}")
-    if data["tokens"].ndim != 1 or data["tokens"].dtype != np.int32:
-        raise ValueError(f"{path}: tokens must be int32 [T'], got {data['tokens'].dtype} "
-                         f"{list(data['tokens'].shape)}")
-    if config is not None:
-        _check_lengths(path, data, config)
-    return data
-
-
-def _check_lengths(path, data: dict, config) -> None:
-    """num_frames must give the file's token count (T' = ceil(T / hop)) and num_samples
-    that frame count (T = N // hop_length): a corrupt length would otherwise decode to a
-    silently wrong length or a huge allocation."""
-    n_tok, hop, hop_len = data["tokens"].shape[0], config.hop, config.mel.hop_length
-    for key in ("num_frames", "num_samples", "sample_rate"):
-        if key in data and (data[key].ndim != 0 or not np.issubdtype(data[key].dtype, np.integer)):
-            raise ValueError(f"{path}: {key} must be an integer scalar, got {data[key].dtype} "
-                             f"{list(data[key].shape)}")
-    frames, samples = int(data["num_frames"]), int(data["num_samples"])
-    if not hop * (n_tok - 1) < frames <= hop * n_tok:
-        raise ValueError(f"{path}: num_frames={frames} does not fit {n_tok} tokens at hop "
-                         f"{hop} (need {hop * (n_tok - 1) + 1}..{hop * n_tok})")
-    if samples // hop_len != frames:
-        raise ValueError(f"{path}: num_samples={samples} does not give num_frames={frames} "
-                         f"(need {frames * hop_len}..{(frames + 1) * hop_len - 1})")
-    rate = int(data.get("sample_rate", config.mel.sample_rate))
-    if rate != config.mel.sample_rate:
-        raise ValueError(f"{path}: sample_rate={rate}, the codec runs at "
-                         f"{config.mel.sample_rate}")
+    return tokens_file.payload(codec.config, tokens, g, num_frames=mel.shape[0],
+                               num_samples=num_samples, source_sample_rate=source_sr,
+                               g_bits=g_bits)
 
 
 def _decode_payload(codec, data: dict, out: pathlib.Path, vocoder: str, official_length: bool,
@@ -249,7 +200,7 @@ def cmd_export_torch(args) -> int:
 
 def cmd_encode(args) -> int:
     codec = _codec(args)
-    payload = _encode_file(codec, args.input, args.prompt, args.strict)
+    payload = _encode_file(codec, args.input, args.prompt, args.strict, args.g_bits)
     out = pathlib.Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"{out}: output must end in .npz")
@@ -261,7 +212,7 @@ def cmd_encode(args) -> int:
 
 def cmd_decode(args) -> int:
     codec = _codec(args)
-    data = read_tokens_npz(args.input, codec.config.variant, codec.config)
+    data = tokens_file.read(args.input, codec.config)
     out = _decode_payload(codec, data, pathlib.Path(args.out), args.vocoder, args.official_length,
                           _conv_dtype(args))
     print(f"{args.input} -> {out}")
@@ -273,7 +224,8 @@ def cmd_roundtrip(args) -> int:
     out = pathlib.Path(args.out)
     if out.suffix != ".wav":
         raise ValueError(f"{out}: roundtrip writes a .wav")
-    data = _encode_file(codec, args.input, args.prompt, args.strict)
+    data = _encode_file(codec, args.input, args.prompt, args.strict, args.g_bits)
+    data = tokens_file.decoded(data)
     _decode_payload(codec, data, out, args.vocoder, args.official_length, _conv_dtype(args))
     print(f"{args.input} -> {data['tokens'].shape[0]} tokens -> {out}")
     return 0
@@ -316,6 +268,10 @@ def register(subparsers) -> None:
         if name != "decode":
             p.add_argument("--prompt", default=None,
                            help="prompt wav for the paralinguistic vector (default: the input)")
+            p.add_argument("--g-bits", type=int, choices=G_BITS, default=32,
+                           help="precision of the paralinguistic vector G in the tokens: 32 = "
+                                "float32; 8/6/4 = a float16 scale + k-bit levels "
+                                "(docs/evaluation.md, G precision)")
             p.add_argument("--strict", action="store_true",
                            help="refuse a WAV cut short mid-file (default: warn, use what is there)")
         if name != "encode":
