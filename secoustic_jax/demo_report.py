@@ -69,6 +69,39 @@ def headline_table(summary: dict) -> list[str]:
     return lines + ["", f"WER of the original audio through the same ASR: {', '.join(orig) or '–'}."]
 
 
+MOS = (("dnsmos_sig", "SIG"), ("dnsmos_bak", "BAK"), ("dnsmos_ovrl", "OVRL"), ("dnsmos_p808", "P.808"))
+
+
+def mos_table(summary: dict) -> list[str]:
+    """DNSMOS (non-intrusive, 1-5) of every condition, the original audio included."""
+    rows = []
+    for s in SETS:
+        for cond in ("original", "voc", "acoustic", "token", "vc"):
+            if any(_metric(summary, s, cond, m) is not None for m, _ in MOS):
+                rows.append(f"| {s} | {cond} | " + " | ".join(
+                    _fmt(_metric(summary, s, cond, m), ".2f") for m, _ in MOS) + " |")
+    if not rows:
+        return []
+    return (["| DNSMOS (speechmos, 16 kHz) | condition | " + " | ".join(h for _, h in MOS) + " |",
+             "|---|---|" + "---|" * len(MOS)] + rows + [""])
+
+
+def bitrate_table(summary: dict, set_name: str = "E2") -> list[str]:
+    """What decoding needs: tokens + G, at each G precision (eval/codebook.total_bitrates)."""
+    b = summary.get(set_name, {}).get("token", {}).get("codebook") or {}
+    if not b.get("with_g"):
+        return []
+    lines = [f"| bitrate ({set_name}), tokens {1e3 * b['token_kbps']:.0f} bit/s + G | G bits/utt | "
+             "3 s | 10 s | 30 s | set mean |", "|---|---|---|---|---|---|"]
+    for bits, t in b["with_g"].items():
+        name = "float32 G" if bits == "32" else f"{bits}-bit G"
+        lines.append(f"| {name} | {t['g_bits_per_utterance']:.0f} | " + " | ".join(
+            _fmt(t.get(k), ".2f") for k in ("total_kbps_3s", "total_kbps_10s", "total_kbps_30s",
+                                            "total_kbps_set_mean")) + " kbps |")
+    return lines + ["", "The paper's rate counts the tokens only; decoding also needs G once per "
+                        "utterance (docs/evaluation.md, G precision).", ""]
+
+
 def vc_probe_lines(report: dict) -> list[str]:
     s = report["summary"].get("E2", {})
     lines = []
@@ -199,6 +232,7 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
               "offline): a weaker system than HiFT, never comparable with the paper.** `voc` is the "
               "vocoder ceiling, `acoustic` the stage-1 path, `token` the codec.", ""]
     lines += headline_table(report["summary"]) + [""]
+    lines += mos_table(report["summary"]) + bitrate_table(report["summary"])
     lines += vc_probe_lines(report)
     if disentangle:
         lines += disentangle_lines(disentangle)

@@ -93,7 +93,26 @@ def test_quick_demo_runs_every_phase(tmp_path):
     assert summary["status"] == "ok" and list(summary["phases"]) == list(demo.PHASES)
     assert all(p["status"] == "ok" and p["wall_s"] > 0 for p in summary["phases"].values())
     md = (tmp_path / "demo" / "report.md").read_text()
+    assert "| DNSMOS" in md and "| E2 | original |" in md and "| 4-bit G |" in md
     for link in ("example/loss.png", "example/tokens_E2_token.png"):
         assert link in md and (tmp_path / "demo" / link).is_file()
     size = sum(f.stat().st_size for f in (tmp_path / "demo" / "example").iterdir())
     assert size < 2_000_000
+
+
+def test_report_tables_show_mos_of_every_condition_and_bitrate_with_g():
+    from secoustic_jax import demo_report
+    from secoustic_jax.eval.codebook import total_bitrates
+
+    agg = lambda v: {"mean": v, "n": 3, "failures": 0}  # noqa: E731
+    mos = {f"dnsmos_{k}": agg(2.5) for k in ("sig", "bak", "ovrl", "p808")}
+    book = total_bitrates(4, 512, 32, [3.0, 5.0])
+    summary = {"E2": {c: {"metrics": dict(mos)} for c in ("original", "voc", "token", "vc")}}
+    summary["E2"]["token"]["codebook"] = book
+    rows = [r for r in demo_report.mos_table(summary) if r.startswith("| E2 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["original", "voc", "token", "vc"]
+    bits = demo_report.bitrate_table(summary)
+    f32 = next(r for r in bits if r.startswith("| float32 G"))
+    # 21.5 Hz tokens (273 bit/s) + 16 384 bits over 10 s = 1.91 kbps.
+    assert "| 16384 |" in f32 and "| 1.91 |" in f32
+    assert any(r.startswith("| 4-bit G | 2064 |") for r in bits)

@@ -132,6 +132,22 @@ def test_report_complete_and_parses(evaluated):
     assert book["num_tokens"] == sum(int(r["metrics"]["num_tokens"]) for r in rep["utterances"]
                                      if r["condition"] == "token")
     assert 0 < book["utilisation"] <= 1 and book["nominal_bitrate_bps"] == pytest.approx(1092.1, abs=0.1)
+    # Bitrate with G (float32 here: d x 32 bits) beside the token rate.
+    g_bits = 32 * evaluated["codec"].config.paralinguistic.embed_dim
+    assert book["g_bits"] == 32 and book["g_bits_per_utterance"] == g_bits
+    assert book["total_kbps_10s"] == pytest.approx((1092.1 + g_bits / 10) / 1e3, abs=1e-4)
+    # ...and at every transmissible precision: d x k bits + a 16-bit scale.
+    d = evaluated["codec"].config.paralinguistic.embed_dim
+    assert book["with_g"]["32"]["g_bits_per_utterance"] == g_bits
+    assert book["with_g"]["4"]["g_bits_per_utterance"] == 4 * d + 16
+    assert book["with_g"]["8"]["total_kbps_3s"] == pytest.approx((1092.1 + (8 * d + 16) / 3) / 1e3, abs=1e-4)
+    # DNSMOS for every condition, the original audio included, on the P.835 1-5 scale.
+    for cond in ("original", "voc", "acoustic", "token", "vc"):
+        for name in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"):
+            assert name in summary[cond]["metrics"], (cond, sorted(summary[cond]["metrics"]))
+            agg = summary[cond]["metrics"][name]
+            assert agg["failures"] == 0 and 1.0 <= agg["mean"] <= 5.0, (cond, name, agg)
+    assert rep["header"]["mos_model"].startswith("speechmos 0.0.1.1")
     assert set(rep["probe"]) == {"E2 tokens", "E2 semantic", "E2 G"}
     for feat in rep["probe"].values():
         assert feat["speaker"]["chance"] == pytest.approx(0.5)
@@ -141,7 +157,8 @@ def test_report_complete_and_parses(evaluated):
     assert rep["header"]["packages"]["jax"] and rep["header"]["machine"]["cpu_count"]
     md = (out / "report.md").read_text()
     for section in ("## Reading the tables", "### E2: per-utterance metrics", "### E2: codebook",
-                    "## Disentanglement probe", "Griffin-Lim", "## Audio samples"):
+                    "## Disentanglement probe", "Griffin-Lim", "## Audio samples",
+                    "### E2: bitrate with G"):
         assert section in md
     lines = (out / "per_utterance.jsonl").read_text().splitlines()
     assert len(lines) == len(rep["utterances"])

@@ -17,6 +17,7 @@ import numpy as np
 from secoustic_jax.atomic import write_text
 from secoustic_jax.eval import codebook as cb, metrics, report, report_plots, vc as vcmod
 from secoustic_jax.eval.speaker import cosine
+from secoustic_jax.quantizer.g_quant import bits_per_vector
 
 GL_WARNING = ("Griffin-Lim (the weight-free fallback) measures a different, weaker system: "
               "never compare these numbers with HiFT numbers or with the paper (evaluation.md §2.3).")
@@ -68,14 +69,32 @@ def _record(ts, i: int, cond: str, s, ref, sim: bool) -> dict:
     return rec
 
 
-def _codec_metrics(cond: str, out, cfg, duration: float) -> dict:
-    """Codec-domain mel distances (§4.4) and, for the token path, side information (§4.8)."""
+def _codec_metrics(cond: str, out, cfg, duration: float, g_bits: int = 32) -> dict:
+    """Codec-domain mel distances (§4.4) and, for the token path, side information (§4.8):
+    G at the evaluated precision, and the total rate tokens + G."""
     dec = {"acoustic": out.mel_acoustic, "token": out.mel_token}.get(cond)
     m = {} if dec is None else metrics.mel_distances(out.mel, dec)
     if cond == "token":
-        m["side_info_bps"] = cb.side_info(duration)["side_info_bps"]
+        bits = bits_per_vector(out.g.shape[-1], g_bits)
+        m["side_info_bps"] = cb.side_info(duration, bits)["side_info_bps"]
+        m["total_bps"] = cb.nominal_bitrate(cfg.hop, cfg.codebook_size) + m["side_info_bps"]
         m["num_tokens"] = float(out.tokens.shape[0])
     return m
+
+
+def _original_records(ts, refs: dict) -> list[dict]:
+    """Condition "original": the input audio's own non-intrusive scores (DNSMOS), the
+    reference point of every other condition's."""
+    out = []
+    for i, s in sorted(refs.items()):
+        m = {k: v for k, v in s.metrics.items() if k.startswith("dnsmos_")}
+        if not m:
+            continue
+        u = ts.utterances[i]
+        out.append({"set": ts.name, "condition": "original", "utt_id": u.utt_id, "metrics": m,
+                    "failures": {k: v for k, v in s.failures.items() if k.startswith("dnsmos_")},
+                    "num_samples": u.num_samples, "speaker": u.speaker})
+    return out
 
 
 def _wer_corpus(ts, recs: list[dict], refs: dict) -> dict | None:
@@ -96,7 +115,9 @@ def _vc_part(ts, plan, scored, refs, corpus: dict, audio: list) -> list[dict]:
     for n, pair in enumerate(plan.pairs):
         s, src, prm = scored[("vc", n)], refs.get(pair.source), refs.get(pair.prompt)
         u = ts.utterances[pair.source]
-        m, fails = {}, dict(s.failures)
+        # DNSMOS is non-intrusive: it scores the converted audio on its own.
+        m = {k: v for k, v in s.metrics.items() if k.startswith("dnsmos_")}
+        fails = dict(s.failures)
         if s.embedding is not None and src is not None and src.embedding is not None \
                 and prm is not None and prm.embedding is not None:
             m.update(vcmod.vc_metrics(s.embedding, src.embedding, prm.embedding))
@@ -139,7 +160,8 @@ def assemble_set(ts, cfg, outputs, scored: dict, opts, *, plan=None, probe=None,
         for i, o in enumerate(outputs):
             s = scored[(cond, i)]
             rec = _record(ts, i, cond, s, refs.get(i), opts.sim)
-            rec["metrics"].update(_codec_metrics(cond, o, cfg, ts.utterances[i].duration))
+            rec["metrics"].update(_codec_metrics(cond, o, cfg, ts.utterances[i].duration,
+                                                 opts.g_bits))
             recs.append((i, rec))
             if cond in ("acoustic", "token"):
                 dec = o.mel_acoustic if cond == "acoustic" else o.mel_token
@@ -150,6 +172,7 @@ def assemble_set(ts, cfg, outputs, scored: dict, opts, *, plan=None, probe=None,
         if wer is not None:
             corpus[cond] = wer
         records += [r for _, r in recs]
+    records += _original_records(ts, refs)
     for i in sample_indices:
         audio.insert(0, (ts.utterances[i].utt_id, "original", ts.utterances[i].wav, 22050))
     embs = {i: r.embedding for i, r in refs.items() if r.embedding is not None}
@@ -166,6 +189,9 @@ def assemble_set(ts, cfg, outputs, scored: dict, opts, *, plan=None, probe=None,
     if "token" in opts.conditions:
         toks = [o.tokens for o in outputs]
         book["token"] = cb.codebook_stats(toks, hop_factor=cfg.hop, num_codes=cfg.codebook_size)
+        book["token"].update(cb.total_bitrates(cfg.hop, outputs[0].g.shape[-1], opts.g_bits,
+                                               [u.duration for u in ts.utterances],
+                                               cfg.codebook_size))
         counts[(ts.name, "token")] = cb.token_counts(toks, cfg.codebook_size)
     notes = list(probe_notes) + [f"{ts.name}: {n}" for n in (plan.notes if plan is not None else [])]
     return SetResult(ts.name, records, corpus, book, counts, probe, mel_pairs, audio,

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+from secoustic_jax.quantizer.g_quant import G_BITS, bits_per_vector
+
 NUM_CODES = 6561
 ZERO_CODE = 3280
 SAMPLE_RATE = 22050
@@ -53,11 +55,37 @@ def nominal_bitrate(hop_factor: int, num_codes: int = NUM_CODES) -> float:
 
 
 def side_info(duration_s: float, bits: int = SIDE_INFO_BITS) -> dict[str, float]:
-    """Prompt embedding G as side information: 16 384 bits per utterance and its rate
-    amortised over the utterance (bits / duration)."""
+    """Prompt embedding G as side information: `bits` per utterance (16 384 for 512
+    float32 values) and its rate amortised over the utterance (bits / duration)."""
     if not duration_s > 0:
         raise ValueError(f"duration must be positive, got {duration_s}")
     return {"side_info_bits": float(bits), "side_info_bps": bits / duration_s}
+
+
+BITRATE_SECONDS = (3.0, 10.0, 30.0)
+
+
+def _totals(tok_bps: float, g: int, durations) -> dict[str, float]:
+    out = {"g_bits_per_utterance": float(g)}
+    for s in BITRATE_SECONDS:
+        out[f"total_kbps_{s:g}s"] = (tok_bps + g / s) / 1e3
+    if durations:
+        out["total_kbps_set_mean"] = float(np.mean([(tok_bps + g / d) / 1e3 for d in durations]))
+    return out
+
+
+def total_bitrates(hop_factor: int, g_dim: int, g_bits: int, durations=(),
+                   num_codes: int = NUM_CODES) -> dict:
+    """Tokens + G: the token rate, G's bits per utterance at the evaluated `g_bits`
+    precision, the total kbps of an utterance of 3, 10 and 30 s and (given the set's
+    `durations`) the mean total over its utterances; `with_g` repeats the totals for every
+    transmissible precision (G_BITS), so a report shows what quantising G would save."""
+    tok = nominal_bitrate(hop_factor, num_codes)
+    durations = [d for d in durations if d > 0]
+    out = {"g_bits": float(g_bits), "token_kbps": tok / 1e3}
+    out.update(_totals(tok, bits_per_vector(g_dim, g_bits), durations))
+    out["with_g"] = {str(b): _totals(tok, bits_per_vector(g_dim, b), durations) for b in G_BITS}
+    return out
 
 
 def entropy_nats(counts: np.ndarray) -> float:

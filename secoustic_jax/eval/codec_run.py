@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from secoustic_jax.api import bucket_length
+from secoustic_jax.quantizer.g_quant import roundtrip_g
 
 HOP_SAMPLES = 256
 FRONT_PAD = 384
@@ -104,8 +105,10 @@ def _semantic(codec, tokens: np.ndarray) -> np.ndarray:
 
 
 def run_batch(codec, wavs: Sequence[np.ndarray], *, decode: bool = True,
-              semantic: bool = False) -> list[CodecOutputs]:
-    """The codec on one batch of 22.05 kHz waveforms (any lengths >= 640 samples)."""
+              semantic: bool = False, g_bits: int = 32) -> list[CodecOutputs]:
+    """The codec on one batch of 22.05 kHz waveforms (any lengths >= 640 samples). G is
+    taken as transmitted at `g_bits` precision (quantizer/g_quant.py; 32 = float32)."""
+
     cfg = codec.config
     frames = [int(w.shape[0]) // HOP_SAMPLES for w in wavs]
     hop = cfg.hop
@@ -113,7 +116,7 @@ def run_batch(codec, wavs: Sequence[np.ndarray], *, decode: bool = True,
     mel = batch_mel(wavs, t_pad, cfg.mel)[:, :t_pad]
     lengths = np.asarray(frames, np.int64)
     enc = codec.encode_mel(mel, lengths)
-    g = codec.prompt_embedding(mel, lengths)
+    g = roundtrip_g(codec.prompt_embedding(mel, lengths), g_bits)
     mel_tok = codec.decode_tokens(enc.tokens, g) if decode else None
     mel_ac = codec.decode_acoustic(enc.acoustic) if decode else None
     sem = _semantic(codec, enc.tokens) if semantic else None
@@ -129,7 +132,7 @@ def run_batch(codec, wavs: Sequence[np.ndarray], *, decode: bool = True,
 
 
 def run_codec(codec, wavs: Sequence[np.ndarray], *, max_batch: int = 8, max_frames: int = 16384,
-              semantic: bool = False, progress=None) -> list[CodecOutputs]:
+              semantic: bool = False, g_bits: int = 32, progress=None) -> list[CodecOutputs]:
     """`run_batch` over every waveform, batched by length bucket; outputs in input order.
     `progress` is an optional callable(n_done_items) (e.g. a tqdm's update)."""
     cfg = codec.config
@@ -137,7 +140,7 @@ def run_codec(codec, wavs: Sequence[np.ndarray], *, max_batch: int = 8, max_fram
     results: list[CodecOutputs | None] = [None] * len(wavs)
     for idx in plan_batches(lengths, cfg.num_tokens, max_batch, max_frames):
         padded = pow2_pad(idx)
-        outs = run_batch(codec, [wavs[i] for i in padded], semantic=semantic)
+        outs = run_batch(codec, [wavs[i] for i in padded], semantic=semantic, g_bits=g_bits)
         for i, o in zip(idx, outs):
             results[i] = o
         if progress is not None:

@@ -38,6 +38,8 @@ class EvalOptions:
     conditions: tuple[str, ...] = CONDITIONS
     asr: bool = True
     sim: bool = True
+    mos: bool = True  # DNSMOS of every condition and of the original (eval/dnsmos.py)
+    g_bits: int = 32  # precision G is transmitted at (quantizer/g_quant.py; 32 = float32)
     vc: bool = True
     probe: bool = True
     vc_sources: int = 10
@@ -57,6 +59,9 @@ class EvalOptions:
             raise ValueError(f"conditions must be a non-empty subset of {CONDITIONS}, got {self.conditions}")
         if self.timing_repeats < 5 and self.timing:
             raise ValueError("timing needs >= 5 repeats (evaluation.md §4.9)")
+        from secoustic_jax.quantizer.g_quant import G_BITS
+        if self.g_bits not in G_BITS:
+            raise ValueError(f"g_bits must be one of {G_BITS}, got {self.g_bits}")
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -81,13 +86,13 @@ def _condition_mel(cond: str, out) -> np.ndarray:
 def _jobs(ts, outputs, vocoder, opts: EvalOptions, keep: set[int]):
     """Reference jobs (ASR/embedding of the originals) then one job per condition."""
     for i, (u, o) in enumerate(zip(ts.utterances, outputs)):
-        if opts.asr or opts.sim:
+        if opts.asr or opts.sim or opts.mos:
             yield scoring.Job(("ref", i), u.ref16, u.num_samples, asr=opts.asr and bool(u.text),
-                              embed=opts.sim, is_reference=True)
+                              embed=opts.sim, is_reference=True, mos=opts.mos)
         for cond in opts.conditions:
             yield scoring.Job((cond, i), u.ref16, u.num_samples, input_wav=u.wav, seed=opts.seed,
                               asr=opts.asr and bool(u.text), embed=opts.sim, keep_wav=i in keep,
-                              **_vocoded(vocoder, _condition_mel(cond, o), opts.seed))
+                              mos=opts.mos, **_vocoded(vocoder, _condition_mel(cond, o), opts.seed))
 
 
 def _vc_jobs(ts, plan, mels, vocoder, opts: EvalOptions):
@@ -95,7 +100,7 @@ def _vc_jobs(ts, plan, mels, vocoder, opts: EvalOptions):
         u = ts.utterances[pair.source]
         yield scoring.Job(("vc", n), u.ref16, u.num_samples, seed=opts.seed,
                           audio_metrics=False, asr=opts.asr and bool(u.text), embed=True,
-                          keep_wav=n == 0 and opts.audio_samples > 0,
+                          keep_wav=n == 0 and opts.audio_samples > 0, mos=opts.mos,
                           **_vocoded(vocoder, mel, opts.seed))
 
 
@@ -112,7 +117,7 @@ def evaluate_set(codec, vocoder, ts, scorer: scoring.Scorer, opts: EvalOptions) 
     bar = _bar(len(ts), f"{ts.name}: codec", opts.progress)
     outputs = codec_run.run_codec(codec, [u.wav for u in ts.utterances], max_batch=opts.max_batch,
                                   max_frames=opts.max_frames, semantic=multi and opts.probe,
-                                  progress=bar.update)
+                                  g_bits=opts.g_bits, progress=bar.update)
     bar.close()
     keep = _sample_indices(ts, opts.audio_samples)
     jobs = list(_jobs(ts, outputs, vocoder, opts, keep))
@@ -163,7 +168,7 @@ def build_header(codec, vocoder, opts: EvalOptions, sets, checkpoint: dict | Non
     """Provenance for report.json (evaluation.md §7)."""
     import jax
 
-    from secoustic_jax.eval import asr, speaker
+    from secoustic_jax.eval import asr, dnsmos, speaker
 
     info = {"checkpoint": checkpoint, "variant": codec.config.variant,
             "device": str(jax.devices()[0]),
@@ -171,6 +176,7 @@ def build_header(codec, vocoder, opts: EvalOptions, sets, checkpoint: dict | Non
                           "matmul": str(jax.config.jax_default_matmul_precision or "default")},
             "asr": asr.asr_info(scoring.ASR_THREADS) if opts.asr else None,
             "speaker_model": speaker.SPEAKER_MODEL_NAME if opts.sim else None,
+            "mos_model": dnsmos.VERSION if opts.mos else None, "g_bits": opts.g_bits,
             "normaliser": asr.NORMALISER_VERSION, "options": dataclasses.asdict(opts),
             "test_sets": {s.name: {"source": s.source, "utterances": len(s),
                                    "skipped": [list(x) for x in s.skipped]} for s in sets}}

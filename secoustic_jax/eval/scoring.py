@@ -41,7 +41,8 @@ class Job:
     asr: bool = False
     embed: bool = False
     keep_wav: bool = False
-    is_reference: bool = False  # the original itself: only ASR / embedding
+    is_reference: bool = False  # the original itself: only ASR / embedding / MOS
+    mos: bool = False  # DNSMOS of the (16 kHz) signal
 
 
 @dataclasses.dataclass
@@ -150,7 +151,19 @@ def score(job: Job) -> Scored:
         _asr(sig16, out)
     if job.embed:
         _embed(sig16, out, long_enough)
+    if job.mos:
+        _mos(sig16, out)
     return out
+
+
+def _mos(signal16: np.ndarray, out: Scored) -> None:
+    from secoustic_jax.eval.dnsmos import METRICS, dnsmos
+
+    try:
+        out.metrics.update(dnsmos(signal16))
+    except ValueError as e:
+        for name in METRICS:
+            out.metrics[name], out.failures[name] = float("nan"), str(e)
 
 
 class Scorer:
