@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-vc", action="store_true", help="no voice conversion")
     p.add_argument("--skip-probe", action="store_true", help="no disentanglement probe")
     p.add_argument("--skip-timing", action="store_true", help="no RTF / latency section")
+    p.add_argument("--skip-mos", action="store_true", help="no DNSMOS (speechmos) scores")
+    p.add_argument("--g-bits", type=int, default=32, choices=(32, 8, 6, 4),
+                   help="decode with G quantised to this precision, as a tokens file carries it")
     p.add_argument("--vc-sources", type=int, default=10, help="source utterances per speaker pair (K)")
     p.add_argument("--vc-max-pairs", type=int, default=None, help="cap on ordered speaker pairs")
     p.add_argument("--conditions", default="voc,acoustic,token", help="comma list of voc,acoustic,token")
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
                            probe=not args.skip_probe, vc_sources=args.vc_sources,
                            vc_max_pairs=args.vc_max_pairs, seed=args.seed, max_batch=args.batch,
                            workers=args.workers, audio_samples=args.audio_samples,
-                           timing=not args.skip_timing, progress=not args.no_progress)
+                           timing=not args.skip_timing, progress=not args.no_progress,
+                           mos=not args.skip_mos, g_bits=args.g_bits)
         opts.validate()
         codec, entry = load_codec(args.ckpt, args.variant, step=args.step)
         vocoder = load_vocoder(args.vocoder)
