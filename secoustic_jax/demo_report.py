@@ -93,7 +93,7 @@ def bitrate_table(summary: dict, set_name: str = "E2") -> list[str]:
         return []
     lines = [f"| bitrate ({set_name}), tokens {1e3 * b['token_kbps']:.0f} bit/s + G | G bits/utt | "
              "3 s | 10 s | 30 s | set mean |", "|---|---|---|---|---|---|"]
-    for bits, t in b["with_g"].items():
+    for bits, t in sorted(b["with_g"].items(), key=lambda kv: -int(kv[0])):
         name = "float32 G" if bits == "32" else f"{bits}-bit G"
         lines.append(f"| {name} | {t['g_bits_per_utterance']:.0f} | " + " | ".join(
             _fmt(t.get(k), ".2f") for k in ("total_kbps_3s", "total_kbps_10s", "total_kbps_30s",

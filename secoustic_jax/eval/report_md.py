@@ -70,7 +70,7 @@ def _bitrate_table(set_name: str, books: Mapping) -> list[str]:
     rows = []
     for c in sorted(books):
         b = books[c]
-        for bits, t in (b.get("with_g") or {}).items():
+        for bits, t in sorted((b.get("with_g") or {}).items(), key=lambda kv: -int(kv[0])):
             rows.append([c, "float32" if bits == "32" else f"{bits}-bit", t["g_bits_per_utterance"],
                          b["token_kbps"]] + [t.get(k) for k in _TOTAL_KEYS])
     if not rows:
