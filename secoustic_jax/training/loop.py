@@ -258,48 +258,78 @@ def _all_finite(tree):
 
 
 def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
-    """The step loop of one stage. -> {"state", "summary", "stop": "" | reason}."""
+    """The step loop of one stage. -> {"state", "summary", "stop": "" | reason}.
+
+    Step metrics stay on the device until a log, checkpoint or stop point (`_drain`), so the
+    host never waits for a step it has just dispatched: the next batch is prepared while
+    the device computes. The non-finite check is then run over the drained steps in order,
+    so it raises at the same step, with the same count, as a per-step check would."""
     config, logger = run.config, run.logger
     stage, lc = config.stages[idx], config.log
     window, t_stage = MetricWindow(), time.time()
     step, stage_step = int(state.step), int(state.stage_step)
-    nan_run, last, stop = int(state.nan_consecutive), {}, ""
-    frames_per_batch = stage.batch_size * stage.segment_frames
+    nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
+    t_window = time.perf_counter()
     while stage_step < stage.steps:
         if run.max_steps is not None and step >= run.max_steps:
+            _drain(run, idx, pending, window, nan_run, step, t_window)
             return {"state": state, "summary": _stage_summary(last, step, t_stage), "stop": "stopped"}
         batch = shd.global_batch(run.mesh, next(src))
-        t0 = time.perf_counter()
         state, metrics = rt.train_step(state, batch)
-        metrics = jax.device_get(metrics)
-        dt = time.perf_counter() - t0
+        pending.append(metrics)
         step, stage_step = step + 1, stage_step + 1
-        nan_run = nan_run + 1 if metrics["skipped"] else 0
-        if nan_run >= config.nan_max_consecutive:
-            raise PersistentNaNError(
-                f"{nan_run} consecutive steps with a non-finite loss or gradient (stage "
-                f"{stage.name}, step {step}); the last checkpoint holds finite parameters. "
-                "Lower the learning rate or inspect the data around this step.")
-        window.add(dict(metrics, step_time_s=dt, examples_per_s=stage.batch_size / dt,
-                        frames_per_s=frames_per_batch / dt, stage=float(idx)))
-        if step % lc.every_steps == 0 or stage_step == stage.steps:
-            last = window.summary()
-            logger.scalars(step, last)
-            logger.progress(window.n, {"loss": last["loss/total"]})
-            window.reset()
-        if lc.eval_every_steps and step % lc.eval_every_steps == 0 and stage_step < stage.steps:
-            _validate(run, rt, idx, state, step, media=True)
-        if step % config.checkpoint.every_steps == 0 and stage_step < stage.steps:
-            _save(run, state, src, idx, done=False)
-        if distributed.any_host(run.stop_flag.is_set()):
-            _save(run, state, src, idx, done=False, wait=True)
-            stop = "preempted"
-            break
+        log_now = step % lc.every_steps == 0 or stage_step == stage.steps
+        eval_now = bool(lc.eval_every_steps) and step % lc.eval_every_steps == 0 and stage_step < stage.steps
+        save_now = step % config.checkpoint.every_steps == 0 and stage_step < stage.steps
+        stop_now = distributed.any_host(run.stop_flag.is_set())
+        if log_now or eval_now or save_now or stop_now:
+            nan_run = _drain(run, idx, pending, window, nan_run, step, t_window)
+            if log_now:
+                last = window.summary()
+                logger.scalars(step, last)
+                logger.progress(window.n, {"loss": last["loss/total"]})
+                window.reset()
+            if eval_now:
+                _validate(run, rt, idx, state, step, media=True)
+            if save_now:
+                _save(run, state, src, idx, done=False)
+            if stop_now:
+                _save(run, state, src, idx, done=False, wait=True)
+                stop = "preempted"
+                break
+            t_window = time.perf_counter()
     summary = _stage_summary(last, step, t_stage)
     if not stop:
         _save(run, state, src, idx, done=True, wait=True)
         summary["valid"] = _validate(run, rt, idx, state, step, media=True)
     return {"state": state, "summary": summary, "stop": stop}
+
+
+def _drain(run: Run, idx: int, pending: list, window: MetricWindow, nan_run: int, step: int,
+           t_window: float) -> int:
+    """Reads back the metrics of the steps since the last drain (one host sync), checks them
+    for persistent non-finite steps in order and adds them to the window; empties
+    `pending`. Step time is the wall time since the last drain over its steps: with
+    asynchronous dispatch, no single step's time is observable without a sync.
+    -> the consecutive-skip count after the last drained step."""
+    if not pending:
+        return nan_run
+    stage = run.config.stages[idx]
+    fetched = jax.device_get(pending)
+    dt = (time.perf_counter() - t_window) / len(fetched)
+    first = step - len(fetched) + 1
+    for i, metrics in enumerate(fetched):
+        nan_run = nan_run + 1 if metrics["skipped"] else 0
+        if nan_run >= run.config.nan_max_consecutive:
+            raise PersistentNaNError(
+                f"{nan_run} consecutive steps with a non-finite loss or gradient (stage "
+                f"{stage.name}, step {first + i}); the last checkpoint holds finite parameters. "
+                "Lower the learning rate or inspect the data around this step.")
+        window.add(dict(metrics, step_time_s=dt, examples_per_s=stage.batch_size / dt,
+                        frames_per_s=stage.batch_size * stage.segment_frames / dt,
+                        stage=float(idx)))
+    pending.clear()
+    return nan_run
 
 
 def _stage_summary(last: dict, step: int, t0: float) -> dict:
