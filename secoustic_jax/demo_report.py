@@ -102,6 +102,33 @@ def bitrate_table(summary: dict, set_name: str = "E2") -> list[str]:
                         "utterance (docs/evaluation.md, G precision).", ""]
 
 
+# The demo's quality bars (issue 14), on E2 with the Griffin-Lim vocoder:
+# (condition, metric, label, bar, higher is better).
+BARS = (("acoustic", "stoi", "STOI", 0.90, True), ("acoustic", "pesq_wb", "WB-PESQ", 1.8, True),
+        ("acoustic", "wer", "WER", 0.30, False), ("token", "stoi", "STOI", 0.80, True),
+        ("token", "wer", "WER", 0.50, False))
+
+
+def bars_table(summary: dict, set_name: str = "E2") -> list[str]:
+    """Each bar beside the measured value and by how much it is met or missed."""
+    lines = [f"| bar ({set_name}) | measured | vocoder ceiling | |", "|---|---|---|---|"]
+    for cond, metric, label, bar, higher in BARS:
+        def value(c):
+            if metric == "wer":
+                return summary.get(set_name, {}).get(c, {}).get("corpus", {}).get("wer")
+            return _metric(summary, set_name, c, metric)
+        v = value(cond)
+        if v is None:
+            verdict = "not measured"
+        else:
+            gap = v - bar if higher else bar - v
+            verdict = "met" if gap >= 0 else f"missed by {-gap:.3f}"
+        sign = ">=" if higher else "<="
+        lines.append(f"| {cond} {label} {sign} {bar} | {_fmt(v)} | {_fmt(value('voc'))} | {verdict} |")
+    return lines + ["", "What the recipe A/B runs showed, and what differs from the paper: "
+                        "docs/training.md.", ""]
+
+
 def vc_probe_lines(report: dict) -> list[str]:
     s = report["summary"].get("E2", {})
     lines = []
@@ -232,6 +259,7 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
               "offline): a weaker system than HiFT, never comparable with the paper.** `voc` is the "
               "vocoder ceiling, `acoustic` the stage-1 path, `token` the codec.", ""]
     lines += headline_table(report["summary"]) + [""]
+    lines += bars_table(report["summary"])
     lines += mos_table(report["summary"]) + bitrate_table(report["summary"])
     lines += vc_probe_lines(report)
     if disentangle:

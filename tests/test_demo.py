@@ -116,3 +116,20 @@ def test_report_tables_show_mos_of_every_condition_and_bitrate_with_g():
     # 21.5 Hz tokens (273 bit/s) + 16 384 bits over 10 s = 1.91 kbps.
     assert "| 16384 |" in f32 and "| 1.91 |" in f32
     assert any(r.startswith("| 4-bit G | 2064 |") for r in bits)
+
+
+def test_bars_say_met_or_by_how_much_missed():
+    from secoustic_jax import demo_report
+
+    agg = lambda v: {"mean": v, "n": 3, "failures": 0}  # noqa: E731
+    summary = {"E2": {"acoustic": {"metrics": {"stoi": agg(0.95), "pesq_wb": agg(1.5)},
+                                   "corpus": {"wer": 0.4}},
+                      "token": {"metrics": {"stoi": agg(0.7)}, "corpus": {"wer": 0.2}},
+                      "voc": {"metrics": {"stoi": agg(0.96), "pesq_wb": agg(2.9)}, "corpus": {"wer": 0.1}}}}
+    rows = {r.split(" | ")[0][2:]: r for r in demo_report.bars_table(summary) if r.startswith("| acoustic")
+            or r.startswith("| token")}
+    assert rows["acoustic STOI >= 0.9"].endswith("| met |")
+    assert rows["acoustic WB-PESQ >= 1.8"].endswith("| missed by 0.300 |")
+    assert rows["acoustic WER <= 0.3"].endswith("| missed by 0.100 |")
+    assert rows["token STOI >= 0.8"].endswith("| missed by 0.100 |")
+    assert rows["token WER <= 0.5"].endswith("| met |")
