@@ -17,6 +17,8 @@ import argparse
 import pathlib
 import sys
 
+from secoustic_jax.quantizer.g_quant import G_BITS
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-probe", action="store_true", help="no disentanglement probe")
     p.add_argument("--skip-timing", action="store_true", help="no RTF / latency section")
     p.add_argument("--skip-mos", action="store_true", help="no DNSMOS (speechmos) scores")
-    p.add_argument("--g-bits", type=int, default=32, choices=(32, 8, 6, 4),
+    p.add_argument("--g-bits", type=int, default=32, choices=G_BITS,
                    help="decode with G quantised to this precision, as a tokens file carries it")
     p.add_argument("--vc-sources", type=int, default=10, help="source utterances per speaker pair (K)")
     p.add_argument("--vc-max-pairs", type=int, default=None, help="cap on ordered speaker pairs")

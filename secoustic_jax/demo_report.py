@@ -109,22 +109,25 @@ BARS = (("acoustic", "stoi", "STOI", 0.90, True), ("acoustic", "pesq_wb", "WB-PE
         ("token", "wer", "WER", 0.50, False))
 
 
+def _bar_value(summary: dict, set_name: str, cond: str, metric: str):
+    """A metric's set mean, or the corpus-level WER."""
+    if metric == "wer":
+        return summary.get(set_name, {}).get(cond, {}).get("corpus", {}).get("wer")
+    return _metric(summary, set_name, cond, metric)
+
+
 def bars_table(summary: dict, set_name: str = "E2") -> list[str]:
     """Each bar beside the measured value and by how much it is met or missed."""
     lines = [f"| bar ({set_name}) | measured | vocoder ceiling | |", "|---|---|---|---|"]
     for cond, metric, label, bar, higher in BARS:
-        def value(c):
-            if metric == "wer":
-                return summary.get(set_name, {}).get(c, {}).get("corpus", {}).get("wer")
-            return _metric(summary, set_name, c, metric)
-        v = value(cond)
+        v = _bar_value(summary, set_name, cond, metric)
         if v is None:
             verdict = "not measured"
         else:
             gap = v - bar if higher else bar - v
             verdict = "met" if gap >= 0 else f"missed by {-gap:.3f}"
         sign = ">=" if higher else "<="
-        lines.append(f"| {cond} {label} {sign} {bar} | {_fmt(v)} | {_fmt(value('voc'))} | {verdict} |")
+        lines.append(f"| {cond} {label} {sign} {bar} | {_fmt(v)} | {_fmt(_bar_value(summary, set_name, 'voc', metric))} | {verdict} |")
     return lines + ["", "What the recipe A/B runs showed, and what differs from the paper: "
                         "docs/training.md.", ""]
 

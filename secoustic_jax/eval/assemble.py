@@ -82,17 +82,22 @@ def _codec_metrics(cond: str, out, cfg, duration: float, g_bits: int = 32) -> di
     return m
 
 
+def _mos_only(d: dict) -> dict:
+    """The DNSMOS entries of a metrics or failures dict."""
+    return {k: v for k, v in d.items() if k.startswith("dnsmos_")}
+
+
 def _original_records(ts, refs: dict) -> list[dict]:
     """Condition "original": the input audio's own non-intrusive scores (DNSMOS), the
     reference point of every other condition's."""
     out = []
     for i, s in sorted(refs.items()):
-        m = {k: v for k, v in s.metrics.items() if k.startswith("dnsmos_")}
+        m = _mos_only(s.metrics)
         if not m:
             continue
         u = ts.utterances[i]
         out.append({"set": ts.name, "condition": "original", "utt_id": u.utt_id, "metrics": m,
-                    "failures": {k: v for k, v in s.failures.items() if k.startswith("dnsmos_")},
+                    "failures": _mos_only(s.failures),
                     "num_samples": u.num_samples, "speaker": u.speaker})
     return out
 
@@ -116,7 +121,7 @@ def _vc_part(ts, plan, scored, refs, corpus: dict, audio: list) -> list[dict]:
         s, src, prm = scored[("vc", n)], refs.get(pair.source), refs.get(pair.prompt)
         u = ts.utterances[pair.source]
         # DNSMOS is non-intrusive: it scores the converted audio on its own.
-        m = {k: v for k, v in s.metrics.items() if k.startswith("dnsmos_")}
+        m = _mos_only(s.metrics)
         fails = dict(s.failures)
         if s.embedding is not None and src is not None and src.embedding is not None \
                 and prm is not None and prm.embedding is not None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from secoustic_jax.eval import codec_run, report, scoring, vc as vcmod
 from secoustic_jax.eval.assemble import SetResult, assemble_set, write_outputs
+from secoustic_jax.quantizer.g_quant import G_BITS
 
 CONDITIONS = ("voc", "acoustic", "token")
 
@@ -59,7 +60,6 @@ class EvalOptions:
             raise ValueError(f"conditions must be a non-empty subset of {CONDITIONS}, got {self.conditions}")
         if self.timing_repeats < 5 and self.timing:
             raise ValueError("timing needs >= 5 repeats (evaluation.md §4.9)")
-        from secoustic_jax.quantizer.g_quant import G_BITS
         if self.g_bits not in G_BITS:
             raise ValueError(f"g_bits must be one of {G_BITS}, got {self.g_bits}")
 
@@ -176,7 +176,7 @@ def build_header(codec, vocoder, opts: EvalOptions, sets, checkpoint: dict | Non
                           "matmul": str(jax.config.jax_default_matmul_precision or "default")},
             "asr": asr.asr_info(scoring.ASR_THREADS) if opts.asr else None,
             "speaker_model": speaker.SPEAKER_MODEL_NAME if opts.sim else None,
-            "mos_model": dnsmos.VERSION if opts.mos else None, "g_bits": opts.g_bits,
+            "mos_model": dnsmos.VERSION if opts.mos else None,
             "normaliser": asr.NORMALISER_VERSION, "options": dataclasses.asdict(opts),
             "test_sets": {s.name: {"source": s.source, "utterances": len(s),
                                    "skipped": [list(x) for x in s.skipped]} for s in sets}}

@@ -9,7 +9,7 @@ _HEADER_KEYS = ("project_commit", "vocoder", "checkpoint", "seeds", "resampler",
                 "speaker_model", "normaliser", "device", "precision")
 _CODEBOOK_KEYS = ("num_tokens", "used_codes", "utilisation", "perplexity", "normalised_entropy",
                   "max_token_freq", "zero_code_freq", "nominal_bitrate_bps", "entropy_bitrate_bps",
-                  "g_bits", "g_bits_per_utterance", "total_kbps_10s")
+                  "g_bits")
 _TOTAL_KEYS = ("total_kbps_3s", "total_kbps_10s", "total_kbps_30s", "total_kbps_set_mean")
 
 
