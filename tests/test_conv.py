@@ -176,7 +176,8 @@ def test_conv1d_matmul_gradients_equal_xla_conv_gradients(shape):
     """conv1d_valid's per-tap matmul VJP == autodiff of lax.conv (strides, dilations, k=1)."""
     from jax import lax
 
-    from secoustic_jax.layers.conv_grad import DIMENSION_NUMBERS, conv1d_valid
+    from secoustic_jax.ops.cpu import conv1d_valid
+    from secoustic_jax.ops.reference import DIMENSION_NUMBERS
 
     b, length, c_in, c_out, k, s, d = shape
     rng = np.random.default_rng(0)

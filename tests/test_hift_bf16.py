@@ -13,6 +13,7 @@ import pytest
 from secoustic_jax import kernels
 from secoustic_jax.config.hift import HiFTConfig
 from secoustic_jax.model import hift_bf16
+from secoustic_jax.ops import reference as ops_ref
 from secoustic_jax.vocoder import Vocoder, load_vocoder
 
 EPS = 2.0 ** -24  # float32 unit roundoff
@@ -75,7 +76,7 @@ def test_packing_rows_and_the_xla_form_agree():
     one = np.asarray(kernels.conv_bf16(x[2:3, :60], pairs, bias, 3, 9, 60))
     # Causal rows 0..41 only see x[:60] (41 + 18 - 9 < 60): the same bits alone.
     np.testing.assert_array_equal(y[2:3, :42], one[:, :42])
-    xla = np.asarray(jax.jit(lambda *a: hift_bf16._xla_conv(*a, 3, 9))(x, w, bias))
+    xla = np.asarray(jax.jit(lambda *a: ops_ref.conv1d_bf16(*a, 3, 9))(x, w, bias))
     ref, scale = _float64(x, w, bias, 3, 9, 300)
     assert np.all(np.abs(xla - ref) <= (7 * 128 + 1) * EPS * scale + 1e-30)
     assert np.all(np.abs(y - xla) <= 2 * (7 * 128 + 1) * EPS * scale + 1e-30)
@@ -137,5 +138,5 @@ def test_non_cpu_hosts_use_the_xla_bf16_conv(monkeypatch):
     x, w, bias = _case(1, 50, 8, 64, 3, seed=9)
     f = jax.jit(lambda *a: hift_bf16.conv1d_bf16(*a, 2, 2))
     assert "secoustic_conv_bf16" not in f.lower(x, w, bias).as_text()
-    want = jax.jit(lambda *a: hift_bf16._xla_conv(*a, 2, 2))(x, w, bias)
+    want = jax.jit(lambda *a: ops_ref.conv1d_bf16(*a, 2, 2))(x, w, bias)
     np.testing.assert_array_equal(np.asarray(f(x, w, bias)), np.asarray(want))

@@ -54,7 +54,7 @@ def test_widened_matvec_is_the_kernels_reference():
     """The non-CPU branch of the interceptor (XLA widening) agrees with the CPU custom
     calls on the same narrow weights."""
     from secoustic_jax import kernels
-    from secoustic_jax.streaming.lowp import widened_matvec
+    from secoustic_jax.ops.reference import narrow_matvec as widened_matvec
 
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.standard_normal((3, 256)), jnp.float32)

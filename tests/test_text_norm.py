@@ -2,7 +2,7 @@
 
 import pytest
 
-from secoustic_jax.eval.text_norm import (
+from secoustic_jax.data.text_norm import (
     normalize_text,
     spell_cardinal,
     spell_digits,

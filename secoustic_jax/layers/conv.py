@@ -24,9 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from secoustic_jax import ops
 from secoustic_jax.layers.common import CONV_IN, CONV_K, CONV_OUT, param, torch_uniform
-from secoustic_jax.layers.conv_grad import DIMENSION_NUMBERS as _DN
-from secoustic_jax.layers.conv_grad import conv1d_valid
 
 
 def effective_kernel(kernel_size: int, dilation: int) -> int:
@@ -123,7 +122,7 @@ class CausalConv1d(nn.Module):
                 x = jnp.pad(x, ((0, 0), (0, (-length) % self.stride), (0, 0)))
             buf = jnp.concatenate([state.astype(x.dtype), x], axis=1)
             state = buf[:, buf.shape[1] - self.state_frames:].astype(state.dtype)
-        y = conv1d_valid(buf.astype(self.dtype), kernel, self.stride, self.dilation)
+        y = ops.conv1d_valid(buf.astype(self.dtype), kernel, self.stride, self.dilation)
         return state, y + bias
 
 
@@ -176,7 +175,7 @@ class CausalConvTranspose1d(nn.Module):
         # (k-1, k-1) gives full[n] = sum_{s*t + j = n} x[t] @ kernel[j], length (L-1)*s + k.
         full = jax.lax.conv_general_dilated(
             x.astype(self.dtype), jnp.flip(kernel, axis=0), window_strides=(1,),
-            padding=[(k - 1, k - 1)], lhs_dilation=(s,), dimension_numbers=_DN)
+            padding=[(k - 1, k - 1)], lhs_dilation=(s,), dimension_numbers=ops.DIMENSION_NUMBERS)
         emit = s * x.shape[1]
         if state is not None:
             # The previous call's overhang (no bias) is added to the head of this output.

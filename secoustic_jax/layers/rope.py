@@ -16,6 +16,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from secoustic_jax.ops import rotate
+
 
 def rope_frequencies(head_dim: int, max_period: float = 10000.0) -> np.ndarray:
     """omega_i, i = 0 .. head_dim/2 - 1, float32 [head_dim // 2] (a host constant).
@@ -34,7 +36,7 @@ def rope_frequencies(head_dim: int, max_period: float = 10000.0) -> np.ndarray:
 
 def rope_tables(positions, head_dim: int, max_period: float = 10000.0):
     """cos and sin of the rotation angles p * omega_i: positions [T] or [B, T] integers ->
-    two float32 [B or 1, T, head_dim / 2] (what `rotate` and the fused CPU attention use)."""
+    two float32 [B or 1, T, head_dim / 2] (what `rotate` and `ops.window_attention` take)."""
     positions = jnp.asarray(positions)
     if positions.ndim not in (1, 2):
         raise ValueError(f"positions must be [T] or [B, T], got {positions.shape}")
@@ -43,18 +45,6 @@ def rope_tables(positions, head_dim: int, max_period: float = 10000.0):
     # float32 positions: exact up to 2**24 tokens (about 54 hours at 86 Hz).
     angle = positions.astype(jnp.float32)[:, :, None] * rope_frequencies(head_dim, max_period)
     return jnp.cos(angle), jnp.sin(angle)
-
-
-def rotate(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
-    """x [B, T, H, Dh] rotated by the `rope_tables` cos, sin [B or 1, T, Dh/2] -> x.dtype;
-    the rotation is computed in float32: (xr cos - xi sin, xr sin + xi cos)."""
-    b, t, h, dh = x.shape
-    cos, sin = cos[:, :, None], sin[:, :, None]
-    pairs = x.astype(jnp.float32).reshape(b, t, h, dh // 2, 2)
-    xr, xi = pairs[..., 0], pairs[..., 1]
-    out_r = xr * cos - xi * sin
-    out_i = xr * sin + xi * cos
-    return jnp.stack([out_r, out_i], axis=-1).reshape(b, t, h, dh).astype(x.dtype)
 
 
 def apply_rope(x: jnp.ndarray, positions, max_period: float = 10000.0) -> jnp.ndarray:

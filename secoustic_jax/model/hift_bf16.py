@@ -4,10 +4,10 @@ The decoder's weight-normed convs (conv_pre and the ResBlocks: ~90 % of HiFT's 5
 per 10 s) run in float32 at ~300 GFLOP/s on 2 Zen 5 cores; XLA:CPU's own bf16 convs are
 no faster (they are widened). `bf16_convs()` is a `flax.linen.intercept_methods`
 interceptor that sends every `WNConv1d` with Cout % 64 == 0 and an even Cin to
-`kernels.conv_bf16` on CPU (VDPBF16PS, 580-670 GFLOP/s at those shapes) and to XLA's
-conv with bf16 operands and float32 accumulation elsewhere (the same arithmetic, native
-on GPU/TPU). Weights are weight-normed in float32 first, then rounded to bf16 (round to
-nearest even); activations are rounded per conv; Snake, the upsampling (transposed)
+`ops.conv1d_bf16`: XLA's conv with bf16 operands and float32 accumulation (native on
+GPU/TPU), or on CPU the seam's VDPBF16PS kernel (580-670 GFLOP/s at those shapes).
+Weights are weight-normed in float32 first, then rounded to bf16 (round to nearest
+even); activations are rounded per conv; Snake, the upsampling (transposed)
 convs, conv_post (18 channels), the source path, the f0 predictor and the iSTFT stay
 float32. `Vocoder(conv_dtype="bfloat16")` uses it; the float32 default never does.
 
@@ -18,35 +18,18 @@ waveform SNR against the float32 vocoder (bench/NOTES.md section 9).
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from secoustic_jax import ops
 from secoustic_jax.layers.hift_blocks import WNConv1d, weight_norm
 
 CONV_DTYPES = ("float32", "bfloat16")
 
 
-def _xla_conv(x, w, b, dilation: int, pad: int):
-    """The same arithmetic in XLA: bf16 operands, float32 accumulation (non-CPU platforms)."""
-    y = jax.lax.conv_general_dilated(
-        x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (1,), [(pad, pad)],
-        rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC"),
-        preferred_element_type=jnp.float32)
-    return y + b
-
-
 def conv1d_bf16(x, w, b, dilation: int, pad: int):
     """x f32[B, T, Cin], w f32[K, Cin, Cout], b [Cout] -> f32[B, T + 2 pad - d (K-1), Cout]
     with bf16-rounded x and w and float32 accumulation (Cout % 64 == 0, Cin even)."""
-    out_len = x.shape[1] + 2 * pad - dilation * (w.shape[0] - 1)
-
-    from secoustic_jax import kernels  # leaf module: jax only
-
-    return kernels.cpu_or_default(
-        x, w, b,
-        cpu=lambda x, w, b: kernels.conv_bf16(x, kernels.pack_bf16_pairs(w), b, dilation, pad,
-                                              out_len),
-        default=lambda x, w, b: _xla_conv(x, w, b, dilation, pad))
+    return ops.conv1d_bf16(x, w, b, dilation, pad)
 
 
 def takes_bf16(module: WNConv1d, cin: int) -> bool:
@@ -76,10 +59,7 @@ def check_conv_dtype(conv_dtype: str) -> str:
     """Validates a Vocoder conv_dtype; bf16 on CPU needs a kernel build with AVX512_BF16."""
     if conv_dtype not in CONV_DTYPES:
         raise ValueError(f"conv_dtype must be one of {CONV_DTYPES}, got {conv_dtype!r}")
-    from secoustic_jax import kernels
-
-    if conv_dtype == "bfloat16" and kernels.stage_cpu_branch():
-        if not kernels.has_bf16_conv():
-            raise ValueError("conv_dtype='bfloat16' needs a CPU with AVX512_BF16 (this one "
-                             "has none); use the float32 vocoder")
+    if conv_dtype == "bfloat16" and not ops.has_bf16_conv():
+        raise ValueError("conv_dtype='bfloat16' needs a CPU with AVX512_BF16 (this one "
+                         "has none); use the float32 vocoder")
     return conv_dtype

@@ -14,9 +14,9 @@ the tokens stay exactly those of the float32 stream (narrowing the encoder side 
 0.4 % (bf16) and 1.3 % (int8) of a trained tiny model's tokens; docs/streaming.md).
 
 `narrow_matvec()` is a `flax.linen.intercept_methods` interceptor that sends every
-`nn.Dense` holding such a kernel to the `secoustic_jax.kernels` custom calls (weights
-widened in registers, float32 accumulation; XLA:CPU's own bf16 dot is ~10x slower than
-its float32 dot at M = 1). Activations, LayerNorm, attention, SEANet and FSQ (project_in,
+`nn.Dense` holding such a kernel to `ops.narrow_matvec` (float32 accumulation; on CPU,
+custom calls that widen the weights in registers: XLA:CPU's own bf16 dot is ~10x slower
+than its float32 dot at M = 1). Activations, LayerNorm, attention, SEANet and FSQ (project_in,
 bound, rounding) stay float32: only transformer kernels are narrowed, `fsq` never.
 """
 
@@ -25,6 +25,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from secoustic_jax import ops
 
 STACKS = ("encoder_transformer", "vae_semantic_transformer", "semantic_connector",
           "decoder_transformer")
@@ -101,21 +103,6 @@ def int8_weights(variables: dict, stacks=STACKS) -> dict:
     return {**variables, "params": params}
 
 
-def widened_matvec(x, kernel, scale=None):
-    """x f32[..., K] @ a narrow kernel, widened in XLA: what non-CPU platforms run (their
-    bf16 / int8-to-float dots are native) and the reference of the CPU custom calls."""
-    y = jnp.dot(x, kernel.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
-    return y if scale is None else y * scale
-
-
-def _cpu_matvec(x, kernel, scale=None):
-    from secoustic_jax import kernels
-
-    if scale is None:
-        return kernels.bf16_matvec(x, kernel)
-    return kernels.int8_matvec(x, kernel, scale)
-
-
 def _dense_interceptor(dtypes, product):
     """An interceptor replacing every `nn.Dense` whose kernel dtype is in `dtypes` by
     product(module, x, kernel) (float32) plus the bias, in the module's output dtype."""
@@ -134,13 +121,10 @@ def _dense_interceptor(dtypes, product):
 
 
 def _matvec_product(module, x, kernel):
-    """Float32 activations times the narrow kernel: the custom calls on CPU (they exist
-    there only); elsewhere XLA's own narrow dots are fast."""
-    from secoustic_jax.kernels import cpu_or_default
-
+    """Float32 activations times the narrow kernel (`ops.narrow_matvec`: custom calls on
+    CPU, XLA's own narrow dots elsewhere)."""
     scale = module.get_variable("params", "kernel_scale") if kernel.dtype == jnp.int8 else None
-    operands = (x.astype(jnp.float32), kernel) + (() if scale is None else (scale,))
-    return cpu_or_default(*operands, cpu=_cpu_matvec, default=widened_matvec)
+    return ops.narrow_matvec(x, kernel, scale)
 
 
 def _bf16_dot_product(module, x, kernel):
