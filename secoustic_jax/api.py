@@ -10,8 +10,9 @@
 
 Compilation: every entry point is one `jax.jit` function per Codec; jit caches one
 executable per input shape. To bound the number of shapes, the time axis is padded up to
-a bucket (`bucket_length`: at least 64 tokens, then 4 steps per octave, so at most 25 %
-padding) and outputs are cut back. The codec is causal, so right padding never changes
+a bucket (`bucket_length`: at least 64 tokens, then 16 steps per octave, so at most
+6.25 % padding: 10 s at 86 Hz is 861 tokens run as 864; bench/bench_facade.py) and
+outputs are cut back. The codec is causal, so right padding never changes
 valid outputs; for the 21.5 Hz encoder the padded frames are masked before each strided
 convolution (`lengths`), so a padded item equals the item run alone. Prompts are cropped
 (centred min(T, 300) frames per item) and padded to 300 frames with lengths.
@@ -36,9 +37,14 @@ from secoustic_jax.checkpoint.table import CheckpointError, flatten
 from secoustic_jax.config.model import CodecConfig
 
 MIN_BUCKET_TOKENS = 64
+# Padding is compute: at 4 steps per octave 10 s at 86 Hz ran as 896 tokens, 4 % more work
+# than the 861 it needs. 16 steps bound the padding by 1/16 (evaluation batches by coarser
+# buckets of its own: eval/codec_run.py).
+BUCKET_STEPS_PER_OCTAVE = 16
 
 
-def bucket_length(n: int, minimum: int = MIN_BUCKET_TOKENS, steps_per_octave: int = 4) -> int:
+def bucket_length(n: int, minimum: int = MIN_BUCKET_TOKENS,
+                  steps_per_octave: int = BUCKET_STEPS_PER_OCTAVE) -> int:
     """Smallest bucket >= n: `minimum`, else a multiple of 2^(floor(log2 n) - log2 steps)."""
     if n <= minimum:
         return minimum

@@ -230,13 +230,17 @@ def test_training_forward_samples_and_updates_batch_stats(tiny, rng):
     np.testing.assert_allclose(ev.semantic_mu, enc.semantic_mu, atol=1e-5)  # same path, other shapes
 
 
-def test_bucket_lengths_bound_padding():
+@pytest.mark.parametrize("steps, pad, shapes", [(16, 1.0625, 110), (4, 1.25, 30)])
+def test_bucket_lengths_bound_padding(steps, pad, shapes):
     prev = 0
     for n in range(1, 5000, 7):
-        b = bucket_length(n)
-        assert b >= n and b >= prev and (n <= 64 or b <= 1.25 * n)
+        b = bucket_length(n, steps_per_octave=steps)
+        assert b >= n and b >= prev and (n <= 64 or b <= pad * n)
         prev = b
-    assert len({bucket_length(n) for n in range(1, 5000)}) < 30
+    assert len({bucket_length(n, steps_per_octave=steps) for n in range(1, 5000)}) < shapes
+    # An evaluation batch (coarse bucket) is a bucket of the facade's rule too.
+    assert all(bucket_length(bucket_length(n, steps_per_octave=4)) == bucket_length(n, steps_per_octave=4)
+               for n in range(1, 5000))
 
 
 def test_mel_front_end(tiny, rng):

@@ -255,13 +255,14 @@ def test_batched_front_end_and_codec_equal_unbatched(eval_set):
 
 def test_plan_batches_buckets_and_powers_of_two():
     from secoustic_jax.api import bucket_length
-    from secoustic_jax.eval.codec_run import plan_batches, pow2_pad
+    from secoustic_jax.eval.codec_run import EVAL_STEPS_PER_OCTAVE, plan_batches, pow2_pad
 
     lengths = [10, 300, 70, 65, 12, 64, 1000]
     batches = plan_batches(lengths, lambda n: n, max_batch=2)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
-        assert len(b) <= 2 and len({bucket_length(lengths[i]) for i in b}) == 1
+        assert len(b) <= 2 and len({bucket_length(lengths[i], steps_per_octave=EVAL_STEPS_PER_OCTAVE)
+                                    for i in b}) == 1
     assert pow2_pad([4, 5, 6]) == [4, 5, 6, 6] and pow2_pad([1]) == [1]
 
 

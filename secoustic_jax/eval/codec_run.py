@@ -22,6 +22,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from secoustic_jax.api import bucket_length
+
+# Batches group items of one bucket: 4 steps per octave (up to 25 % padding) keeps batches
+# full and the executables few; each padded batch is a bucket of the api's finer rule too.
+EVAL_STEPS_PER_OCTAVE = 4
 from secoustic_jax.quantizer.g_quant import roundtrip_g
 
 HOP_SAMPLES = 256
@@ -57,7 +61,7 @@ def plan_batches(lengths: Sequence[int], token_len: Callable[[int], int], max_ba
     current: list[int] = []
     current_bucket = None
     for i in order:
-        b = bucket_length(token_len(lengths[i]))
+        b = bucket_length(token_len(lengths[i]), steps_per_octave=EVAL_STEPS_PER_OCTAVE)
         limit = max(1, min(max_batch, max_frames // max(b, 1)))
         if current and (b != current_bucket or len(current) >= limit):
             batches.append(current)
@@ -112,7 +116,7 @@ def run_batch(codec, wavs: Sequence[np.ndarray], *, decode: bool = True,
     cfg = codec.config
     frames = [int(w.shape[0]) // HOP_SAMPLES for w in wavs]
     hop = cfg.hop
-    t_pad = hop * bucket_length(cfg.num_tokens(max(frames)))
+    t_pad = hop * bucket_length(cfg.num_tokens(max(frames)), steps_per_octave=EVAL_STEPS_PER_OCTAVE)
     mel = batch_mel(wavs, t_pad, cfg.mel)[:, :t_pad]
     lengths = np.asarray(frames, np.int64)
     enc = codec.encode_mel(mel, lengths)
