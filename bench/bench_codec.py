@@ -123,7 +123,6 @@ def _offline_estimate_gb(codec, mel) -> float:
 def _run_chunked(codec, mel, g):
     """encode_step + decode_step over CHUNK_TOKENS-token chunks -> (tokens, mel frames)."""
     import jax
-    import numpy as np
 
     from secoustic_jax.streaming.codec_steps import decode_step, encode_step, init_state
 
@@ -142,7 +141,6 @@ def _run_chunked(codec, mel, g):
 
 def case_longform(minutes: float, mode: str, max_gb: float) -> dict:
     """Encode + decode_tokens of `minutes` of 86 Hz mel, one call (offline) or chunked."""
-    import numpy as np
 
     from secoustic_jax import flops
     from secoustic_jax.api import Codec

@@ -33,8 +33,9 @@ import numpy as np
 from secoustic_jax.checkpoint import codec_store
 from secoustic_jax.checkpoint.convert import (codec_state_dict, export_codec, import_codec,
                                               import_codec_state_dict, resolve_config)
-from secoustic_jax.checkpoint.table import CheckpointError, flatten
+from secoustic_jax.checkpoint.table import CheckpointError
 from secoustic_jax.config.model import CodecConfig
+from secoustic_jax.tree import flatten
 
 MIN_BUCKET_TOKENS = 64
 # Padding is compute: at 4 steps per octave 10 s at 86 Hz ran as 896 tokens, 4 % more work

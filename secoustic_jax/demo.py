@@ -191,7 +191,7 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     probe = load_experiment(ROOT / "configs" / "tiny.py", [
         *data_overrides(ctx["corpus"]), *(f"stages.{n}.enabled=true" for n in STAGES)])
     t = time.time()
-    costs = measure_step_costs(probe, steps=6)
+    costs = measure_step_costs(probe, steps=12)
     step_costs = tuple(costs["step_s"][n] for n in STAGES)
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
     plan.train_steps = plan_train(left, step_costs, plan.factor)

@@ -11,7 +11,6 @@ import json
 import pathlib
 import shutil
 
-import numpy as np
 
 CLIP_SECONDS = 4.0
 SETS = ("E2-unseen", "E2", "E1")

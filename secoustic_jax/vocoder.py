@@ -28,7 +28,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import math
 import pathlib
 from typing import NamedTuple
 

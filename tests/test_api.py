@@ -11,7 +11,8 @@ import pytest
 from secoustic_jax.api import Codec, bucket_length, expected_leaves, init_variables, prompt_crop
 from secoustic_jax.checkpoint.codec_names import codec_table, parameter_count
 from secoustic_jax.checkpoint.convert import import_codec_state_dict
-from secoustic_jax.checkpoint.table import TRANSFORMS, CheckpointError, flatten
+from secoustic_jax.checkpoint.table import TRANSFORMS, CheckpointError
+from secoustic_jax.tree import flatten
 from secoustic_jax.config import ConfigError, codec_preset, golden_tiny
 
 

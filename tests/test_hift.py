@@ -8,12 +8,13 @@ import pytest
 from flax.linen import meta
 
 from secoustic_jax.checkpoint.hift_names import hift_table
-from secoustic_jax.checkpoint.table import (CheckpointError, export_state_dict, flatten,
+from secoustic_jax.checkpoint.table import (CheckpointError, export_state_dict,
                                             import_state_dict, read_key_tsv)
 from secoustic_jax.checkpoint.torch_io import load_state_dict
 from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.hift import HiFTConfig, hift_preset, hift_tiny
 from secoustic_jax.layers.hift_blocks import WNConvTranspose1d
+from secoustic_jax.tree import flatten
 from secoustic_jax.model import hift_source as dsp
 from secoustic_jax.model.hift import HiFT, receptive_field_frames
 

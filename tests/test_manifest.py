@@ -22,7 +22,7 @@ def test_round_trip(tmp_path):
     recs = [_rec(id=f"x:{i}", text=f"é {i}", extra={"voice": "v"}) for i in range(5)]
     path = manifest.write_manifest(tmp_path / "m.jsonl", recs)
     for i in range(5):
-        (tmp_path / f"a.wav").write_bytes(b"")
+        (tmp_path / "a.wav").write_bytes(b"")
     back, rep = manifest.load_manifest(path, require_alignment=True, check_files=True)
     assert rep.skipped == 0 and rep.kept == 5
     assert [manifest.public(r) for r in back] == recs

@@ -23,7 +23,8 @@ from typing import Mapping
 import numpy as np
 
 from secoustic_jax.atomic import shareable
-from secoustic_jax.checkpoint.table import CheckpointError, flatten, set_path
+from secoustic_jax.checkpoint.table import CheckpointError, set_path
+from secoustic_jax.tree import flatten
 from secoustic_jax.config.base import ConfigError, diff, from_dict, to_dict
 from secoustic_jax.config.model import CodecConfig
 

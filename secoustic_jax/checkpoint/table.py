@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from secoustic_jax.tree import flatten
+
 
 class CheckpointError(ValueError):
     """A checkpoint file or state dict does not match what was asked for."""
@@ -86,16 +88,6 @@ def set_path(tree: dict, path: tuple[str, ...], value) -> None:
     for p in path[:-1]:
         node = node.setdefault(p, {})
     node[path[-1]] = value
-
-
-def flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
 
 
 # ---- strict import / export ----------------------------------------------------------

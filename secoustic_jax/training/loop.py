@@ -20,7 +20,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.train import ExperimentConfig

@@ -10,10 +10,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-from flax import traverse_util
 
 from secoustic_jax.config.train import ExperimentConfig
 from secoustic_jax.training.stages import FROZEN, TRAIN, param_labels, stage_spec
+from secoustic_jax.tree import flatten, unflatten
 
 NO_DECAY_NAMES = ("bias", "scale", "logit_scale", "alpha", "embedding")
 
@@ -29,10 +29,9 @@ def lr_schedule(config: ExperimentConfig, index: int) -> optax.Schedule:
 def decay_mask(params):
     """True for weight matrices (ndim >= 2, not embeddings); biases, norms, LayerScale, tau,
     Snake alpha and embedding tables get no weight decay."""
-    flat = traverse_util.flatten_dict(params)
-    return traverse_util.unflatten_dict(
-        {k: (len(getattr(v, "shape", ())) >= 2 and k[-1] not in NO_DECAY_NAMES)
-         for k, v in flat.items()})  # MaskedNode (other label) has no shape
+    # A MaskedNode (the other label's leaves) has no shape.
+    return unflatten({k: (len(getattr(v, "shape", ())) >= 2 and k[-1] not in NO_DECAY_NAMES)
+                      for k, v in flatten(params).items()})
 
 
 def make_optimizer(config: ExperimentConfig, index: int, params) -> optax.GradientTransformation:

@@ -16,10 +16,10 @@ import re
 import flax.linen as nn
 import jax
 import numpy as np
-from flax import traverse_util
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from secoustic_jax.config.train import MeshConfig
+from secoustic_jax.tree import flatten
 
 DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)
@@ -83,9 +83,7 @@ def tree_specs_like(tree, flat_specs: dict):
 
 def flat_param_specs(abstract_params, specs) -> dict:
     """{"codec/encoder/...": (shape, spec)} for `tree_specs_like`."""
-    fs = traverse_util.flatten_dict(specs, sep="/") \
-        if specs else {}
-    fp = traverse_util.flatten_dict(abstract_params, sep="/") if abstract_params else {}
+    fs, fp = flatten(specs, "/"), flatten(abstract_params, "/")
     return {k: (tuple(fp[k].shape), fs[k]) for k in fp}
 
 
@@ -111,5 +109,5 @@ def global_batch(mesh, local_batch: dict) -> dict:
 
 def describe(specs) -> dict[str, str]:
     """'path' -> 'P(...)' for docs and tests."""
-    flat = traverse_util.flatten_dict(specs, sep="/")
+    flat = flatten(specs, "/")
     return {k: re.sub(r"PartitionSpec", "P", str(v)) for k, v in flat.items()}

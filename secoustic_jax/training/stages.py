@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flax import traverse_util
 
 from secoustic_jax.config.train import STAGE_NAMES, ExperimentConfig
+from secoustic_jax.tree import flatten, unflatten
 
 TRAIN, FROZEN = "train", "frozen"
 
@@ -78,9 +78,9 @@ def path_labels(paths, spec: StageSpec) -> dict[str, str]:
 
 def param_labels(tree, spec: StageSpec):
     """Same-structure tree of "train"/"frozen" labels for a nested-dict tree of arrays."""
-    flat = traverse_util.flatten_dict(tree, sep="/")
+    flat = flatten(tree, "/")
     labels = path_labels(flat.keys(), spec)
-    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in labels.items()})
+    return unflatten(labels, "/")
 
 
 def stats_labels(batch_stats, spec: StageSpec):

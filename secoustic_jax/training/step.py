@@ -15,11 +15,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import traverse_util
 
 from secoustic_jax.losses import kl_ramp
 from secoustic_jax.training.objective import kl_step, split_rngs, stage_objective
 from secoustic_jax.training.stages import TRAIN
+from secoustic_jax.tree import flatten, unflatten
 
 
 @flax.struct.dataclass
@@ -36,14 +36,6 @@ class TrainState:
     nan_consecutive: jax.Array  # skipped steps in a row (reset by a good step)
 
 
-def _flat(tree):
-    return traverse_util.flatten_dict(tree, sep="/") if tree else {}
-
-
-def _unflat(flat):
-    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-
-
 def _split_batch(batch, accum: int):
     """[B, ...] leaves -> [accum, B/accum, ...]."""
     return jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
@@ -52,7 +44,7 @@ def _split_batch(batch, accum: int):
 def _merge(train_flat, frozen_flat):
     both = dict(frozen_flat)
     both.update(train_flat)
-    return _unflat(both)
+    return unflatten(both, "/")
 
 
 def make_train_step(net, tx: optax.GradientTransformation, labels, stats_labels, *,
@@ -62,7 +54,7 @@ def make_train_step(net, tx: optax.GradientTransformation, labels, stats_labels,
     labels / stats_labels: "train"/"frozen" trees over params / batch_stats (stages.py).
     """
     config = net.config
-    lab, slab = _flat(labels), _flat(stats_labels)
+    lab, slab = flatten(labels, "/"), flatten(stats_labels, "/")
 
     def loss_fn(train_flat, frozen_flat, stats, mb, key, kl_w):
         params = _merge(train_flat, jax.lax.stop_gradient(frozen_flat))
@@ -73,7 +65,7 @@ def make_train_step(net, tx: optax.GradientTransformation, labels, stats_labels,
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state: TrainState, batch):
-        pflat = _flat(state.params)
+        pflat = flatten(state.params, "/")
         train_flat = {k: v for k, v in pflat.items() if lab[k] == TRAIN}
         frozen_flat = {k: v for k, v in pflat.items() if lab[k] != TRAIN}
         rng, step_key = jax.random.split(state.rng)
@@ -92,14 +84,15 @@ def make_train_step(net, tx: optax.GradientTransformation, labels, stats_labels,
         (grads, new_stats), metrics = jax.lax.scan(
             body, (zeros, state.batch_stats), (micro, jnp.arange(grad_accum)))
         metrics = jax.tree.map(lambda m: jnp.sum(m, 0) if m.ndim > 1 else jnp.mean(m, 0), metrics)
-        full_grads = _unflat({**{k: jnp.zeros_like(v) for k, v in frozen_flat.items()}, **grads})
+        full_grads = unflatten({**{k: jnp.zeros_like(v) for k, v in frozen_flat.items()},
+                                **grads}, "/")
         updates, new_opt = tx.update(full_grads, state.opt_state, state.params)
         new_params = _merge({k: train_flat[k] + updates_k for k, updates_k in
-                             ((k, _flat(updates)[k]) for k in train_flat)}, frozen_flat)
+                             ((k, flatten(updates, "/")[k]) for k in train_flat)}, frozen_flat)
         # BatchNorm statistics follow the freezing of their module.
-        old_s, new_s = _flat(state.batch_stats), _flat(new_stats)
-        new_stats = _unflat({k: (new_s[k] if slab[k] == TRAIN else v) for k, v in old_s.items()}) \
-            if old_s else state.batch_stats
+        old_s, new_s = flatten(state.batch_stats, "/"), flatten(new_stats, "/")
+        new_stats = unflatten({k: (new_s[k] if slab[k] == TRAIN else v)
+                               for k, v in old_s.items()}, "/") if old_s else state.batch_stats
         grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(metrics["loss/total"]) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
