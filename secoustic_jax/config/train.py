@@ -151,6 +151,29 @@ class InitConfig:
 
 
 @dataclass(frozen=True)
+class ExecutionConfig:
+    """How the step runs, not what it computes: outside the run's fingerprint, so a run may
+    resume under other settings (the values agree up to float summation order).
+
+    scan_layers: "auto" (on off CPU), "on" or "off": the offline transformer layers as one
+      `lax.scan` over stacked params, one compiled layer body per stack.
+    remat: "auto" ("full" off CPU, "none" on CPU), "none", "full" or "dots": the
+      `jax.checkpoint` policy of the scanned layer body (not "none" needs the scan).
+    """
+
+    scan_layers: str = "auto"
+    remat: str = "auto"
+
+    def validate(self) -> None:
+        if self.scan_layers not in ("auto", "on", "off"):
+            raise ConfigError(f"execution.scan_layers must be auto, on or off, got {self.scan_layers!r}")
+        if self.remat not in ("auto", "none", "full", "dots"):
+            raise ConfigError(f"execution.remat must be auto, none, full or dots, got {self.remat!r}")
+        if self.scan_layers == "off" and self.remat not in ("auto", "none"):
+            raise ConfigError("execution.remat needs execution.scan_layers on (or auto)")
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     """Device mesh (data, fsdp). data = -1 takes every device not used by fsdp."""
 
@@ -218,6 +241,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     init: InitConfig = field(default_factory=InitConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -230,7 +254,8 @@ class ExperimentConfig:
         self.validate()
 
     def validate(self) -> None:
-        for sub in (self.phonemes, self.loss, self.optim, self.init, self.mesh, self.data, *self.stages):
+        for sub in (self.phonemes, self.loss, self.optim, self.init, self.mesh, self.execution,
+                    self.data, *self.stages):
             sub.validate()
         names = tuple(s.name for s in self.stages)
         if names != STAGE_NAMES:

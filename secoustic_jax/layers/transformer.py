@@ -88,6 +88,10 @@ class TransformerLayer(nn.Module):
         return cache, self._feed_forward(x)
 
 
+# jax.checkpoint policies of the scanned layer body (ProjectedTransformer.remat).
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
 LONG_FORM_CHUNK = 8192  # frames per window of the long-form offline path (~95 s at 86 Hz)
 
 
@@ -133,11 +137,19 @@ class ProjectedTransformer(nn.Module):
       official_streaming: emulate the official ring-cache off-by-one in `step` (model.md
         16.2): effective context cfg.context - 1 at every position, which is what the
         official streaming computes (golden `stream_*` arrays). Offline is unaffected.
+      scan_layers: run the offline layers as one `lax.scan` over their stacked params (one
+        compiled layer body instead of num_layers copies). The parameter tree is the same
+        `layers_i` either way, so checkpoints and exports do not depend on it.
+      remat: REMAT_POLICIES key, the `jax.checkpoint` policy of the scanned layer body:
+        "none" keeps every activation for the backward pass, "full" recomputes the layer,
+        "dots" saves only the matmul outputs. Needs scan_layers.
     """
 
     cfg: TransformerConfig
     compute_dtype: str = "float32"
     official_streaming: bool = False
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self):
         self.layers = [TransformerLayer(self.cfg, self.compute_dtype)
@@ -160,7 +172,11 @@ class ProjectedTransformer(nn.Module):
             raise ValueError(f"positions_offset must be a scalar or [B], got {offset.shape}")
         positions = offset[..., None] + jnp.arange(x.shape[1], dtype=jnp.int32)  # [T] | [B, T]
         halo = self.cfg.context - 1
-        if self.is_initializing() or x.shape[1] <= LONG_FORM_CHUNK + halo:
+        long_form = x.shape[1] > LONG_FORM_CHUNK + halo
+        if self.remat not in REMAT_POLICIES or (self.remat != "none" and not self.scan_layers):
+            raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)} (and needs "
+                             f"scan_layers), got {self.remat!r}")
+        if self.is_initializing() or not (long_form or self.scan_layers):
             for layer in self.layers:
                 x = layer(x, positions)
             return x
@@ -172,8 +188,15 @@ class ProjectedTransformer(nn.Module):
             params[f"layers_{i}"] for i in range(self.cfg.num_layers)])
         layer = TransformerLayer(self.cfg, self.compute_dtype, parent=None)
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # LayerScale output dtype
-        step = lambda h, p: (_chunked_layer(layer, p, h, positions, halo), None)  # noqa: E731
-        return jax.lax.scan(step, x, stacked)[0]
+        if long_form:
+            def body(h, p):
+                return _chunked_layer(layer, p, h, positions, halo)
+        else:
+            def body(h, p):
+                return layer.apply({"params": p}, h, positions).astype(h.dtype)
+        if self.remat != "none":
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat])
+        return jax.lax.scan(lambda h, p: (body(h, p), None), x, stacked)[0]
 
     @property
     def streaming_context(self) -> int:

@@ -85,10 +85,14 @@ class SemanticVAE(nn.Module):
 
     cfg: TransformerConfig
     compute_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self):
         d = self.cfg.d_model
-        self.semantic_transformer = ProjectedTransformer(self.cfg, self.compute_dtype)
+        self.semantic_transformer = ProjectedTransformer(self.cfg, self.compute_dtype,
+                                                         scan_layers=self.scan_layers,
+                                                         remat=self.remat)
         self.dense_mu = _dense(d, d)
         self.dense_var = _dense(d, d)
 
@@ -111,9 +115,13 @@ class SemanticConnector(nn.Module):
 
     cfg: TransformerConfig
     compute_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self):
-        self.semantic_transformer = ProjectedTransformer(self.cfg, self.compute_dtype)
+        self.semantic_transformer = ProjectedTransformer(self.cfg, self.compute_dtype,
+                                                         scan_layers=self.scan_layers,
+                                                         remat=self.remat)
 
     def __call__(self, s, g):
         """s [B, T', d], g [B, d] -> [B, T', d]."""
@@ -146,18 +154,23 @@ class SecoustiCodec(nn.Module):
     """The codec network; see the module docstring for the entry points."""
 
     config: CodecConfig
+    # How the offline transformer layers run (ProjectedTransformer): a scan over stacked
+    # params and its remat policy. Execution only: the parameters and outputs are the same.
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self):
         cfg = self.config
         dt, pdt = cfg.compute_dtype, cfg.param_dtype
         kw = dict(dtype=dtype_of(dt), param_dtype=dtype_of(pdt))
+        loop = dict(scan_layers=self.scan_layers, remat=self.remat)
         self.encoder = SEANetEncoder(cfg.seanet, **kw)
-        self.encoder_transformer = ProjectedTransformer(cfg.transformer, dt)
-        self.vae_semantic_transformer = SemanticVAE(cfg.transformer, dt)
+        self.encoder_transformer = ProjectedTransformer(cfg.transformer, dt, **loop)
+        self.vae_semantic_transformer = SemanticVAE(cfg.transformer, dt, **loop)
         self.fsq = FSQ(cfg.fsq, **kw)
         self.paralinguistic_encoder = ParalinguisticEncoder(cfg.paralinguistic)
-        self.semantic_connector = SemanticConnector(cfg.transformer, dt)
-        self.decoder_transformer = ProjectedTransformer(cfg.transformer, dt)
+        self.semantic_connector = SemanticConnector(cfg.transformer, dt, **loop)
+        self.decoder_transformer = ProjectedTransformer(cfg.transformer, dt, **loop)
         self.decoder = SEANetDecoder(cfg.seanet, **kw)
 
     # ---- shared pieces ---------------------------------------------------------------

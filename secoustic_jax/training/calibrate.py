@@ -34,7 +34,7 @@ def measure_step_costs(config: ExperimentConfig, steps: int = 12) -> dict:
     if steps < 1:
         raise ValueError("measure_step_costs: steps must be >= 1")
     config, _ = resolve_config(config)
-    net = TrainNet(config, resolve_codec_factory(config.codec_factory))
+    net = TrainNet(config, resolve_codec_factory(config.codec_factory, config.execution))
     mesh = shd.make_mesh(config.mesh)
     shapes = model_shapes(net, mesh, config)
     params, stats = init_variables(net, mesh, config, shapes, jax.random.PRNGKey(config.seed))

@@ -24,7 +24,7 @@ from secoustic_jax.config.train import CheckpointConfig, ExperimentConfig
 
 FORMAT = "secoustic-train-v1"
 # Fields that do not change the maths of a run; a resume may change them.
-RUNTIME_FIELDS = ("log", "checkpoint", "distributed")
+RUNTIME_FIELDS = ("log", "checkpoint", "distributed", "execution")
 
 
 class _IteratorSnapshot:

@@ -10,6 +10,7 @@ checkpoint records the stage index, its stage step and whether the stage was fin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pathlib
 import signal
@@ -27,7 +28,7 @@ from secoustic_jax.training import data_init, distributed, resume as resuming, s
 from secoustic_jax.training.checkpoint import Checkpointer, make_meta
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
-from secoustic_jax.training.model import TrainNet
+from secoustic_jax.training.model import TrainNet, default_codec_factory
 from secoustic_jax.training.runtime import (build_stage, init_variables, model_shapes,
                                             start_state)
 from secoustic_jax.training.stages import stage_spec, stage_start_steps
@@ -53,11 +54,11 @@ class Run:
     last_saved: int = -1
 
 
-def resolve_codec_factory(spec: str):
-    """"module:function" -> callable(codec_cfg) -> nn.Module ("" = SecoustiCodec)."""
+def resolve_codec_factory(spec: str, execution=None):
+    """"module:function" -> callable(codec_cfg) -> nn.Module ("" = SecoustiCodec, its
+    layer loop from `execution`, an ExecutionConfig)."""
     if not spec:
-        from secoustic_jax.training.model import default_codec_factory
-        return default_codec_factory
+        return functools.partial(default_codec_factory, execution=execution)
     mod, _, fn = spec.partition(":")
     return getattr(importlib.import_module(mod), fn)
 
@@ -116,7 +117,7 @@ def train(config: ExperimentConfig, workdir, *, progress: bool = True,
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config, inventory = resolve_config(config)
-    net = TrainNet(config, resolve_codec_factory(config.codec_factory))
+    net = TrainNet(config, resolve_codec_factory(config.codec_factory, config.execution))
     mesh = shd.make_mesh(config.mesh)
     shapes = model_shapes(net, mesh, config)
     ckpt = Checkpointer(workdir, config.checkpoint)

@@ -9,28 +9,41 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.config.train import ExecutionConfig, ExperimentConfig
+from secoustic_jax.model.codec import SecoustiCodec
 from secoustic_jax.model.phonemes import ContrastiveAux
 
 
-def default_codec_factory(codec_cfg):
-    # Imported lazily: the codec module is owned by the model engineers (import direction
-    # model -> training is respected either way).
-    from secoustic_jax.model.codec import SecoustiCodec
-    return SecoustiCodec(codec_cfg)
+def resolve_execution(execution: ExecutionConfig) -> tuple[bool, str]:
+    """(scan_layers, remat) for this backend: "auto" scans and rematerialises off CPU
+    (accelerator memory is the constraint there) and runs unrolled on CPU (where the
+    unrolled step was measured fastest and host memory is ample)."""
+    off_cpu = jax.default_backend() != "cpu"
+    scan = {"on": True, "off": False, "auto": off_cpu}[execution.scan_layers]
+    remat = ("full" if off_cpu and scan else "none") if execution.remat == "auto" else execution.remat
+    return scan, remat
+
+
+def default_codec_factory(codec_cfg, execution: ExecutionConfig | None = None):
+    """SecoustiCodec(codec_cfg), its layer loop resolved from `execution` for this backend."""
+    scan, remat = resolve_execution(execution or ExecutionConfig())
+    return SecoustiCodec(codec_cfg, scan_layers=scan, remat=remat)
 
 
 class TrainNet(nn.Module):
-    """Codec + aux. `codec_factory(codec_cfg) -> nn.Module` lets tests inject a stand-in."""
+    """Codec + aux. `codec_factory(codec_cfg) -> nn.Module` lets tests inject a stand-in;
+    None builds SecoustiCodec with the layer loop of `config.execution`."""
 
     config: ExperimentConfig
-    codec_factory: Callable[[Any], nn.Module] = default_codec_factory
+    codec_factory: Callable[[Any], nn.Module] | None = None
 
     def setup(self):
         cfg = self.config
-        self.codec = self.codec_factory(cfg.codec)
+        factory = self.codec_factory or (lambda c: default_codec_factory(c, cfg.execution))
+        self.codec = factory(cfg.codec)
         self.aux = ContrastiveAux(cfg.phonemes, cfg.loss, cfg.codec.transformer.d_model)
 
     def acoustic(self, mel):
