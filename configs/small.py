@@ -41,7 +41,7 @@ def get_config() -> ExperimentConfig:
         stages=StagesConfig(acoustic=StageConfig("acoustic", True, S1, 1.0, 8, 128),
                             semantic=StageConfig("semantic", True, S2, 1.0, 8, 128),
                             finetune=StageConfig("finetune", False, 100, 0.1, 8, 128)),
-        optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=200),
+        optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=200, clip_norm=0.0),  # as tiny
         init=InitConfig(mel_stats=True, logvar_bias=-6.0),
         checkpoint=CheckpointConfig(every_steps=500, keep=3),
         log=LogConfig(every_steps=50, eval_every_steps=0, eval_batches=4, audio_examples=2),

@@ -65,7 +65,7 @@ def test_encode_decode_roundtrip(ckpt, wavs, tmp_path, capsys):
     assert code == 0, err
     assert sf.read(tmp_path / "r.wav")[0].shape == (102400,)
     code, _, err = run(capsys, "encode", d / "utt0.wav", "--ckpt", ckpt, "--out",
-                       tmp_path / "b.npz", "--bf16-matmuls")
+                       tmp_path / "b.npz", "--precision", "exact,matmul=bfloat16")
     assert code == 0, err  # bf16 matmuls: a few tokens may move, most may not
     assert np.mean(np.load(tmp_path / "b.npz")["tokens"] == z["tokens"]) > 0.9
 
@@ -152,13 +152,14 @@ def test_decode_with_the_bf16_vocoder(ckpt, wavs, tmp_path, capsys):
     d, _ = wavs
     assert run(capsys, "encode", d / "utt0.wav", "--ckpt", ckpt, "--out", tmp_path / "t.npz")[0] == 0
     _expect_error(capsys, "griffin-lim has no convolutions", "decode", tmp_path / "t.npz",
-                  "--ckpt", ckpt, "--out", tmp_path / "w.wav", "--vocoder-bf16")
+                  "--ckpt", ckpt, "--out", tmp_path / "w.wav", "--precision", "exact,vocoder_conv=bfloat16")
     if not kernels.has_bf16_conv():
         pytest.skip("this CPU build has no AVX512_BF16")
     cfg = dataclasses.replace(HiFTConfig(), base_channels=128, f0_cond_channels=64)
     Vocoder.init_random(cfg, seed=0).save(tmp_path / "voc")
     code, _, err = run(capsys, "decode", tmp_path / "t.npz", "--ckpt", ckpt, "--out",
-                       tmp_path / "w.wav", "--vocoder", tmp_path / "voc", "--vocoder-bf16")
+                       tmp_path / "w.wav", "--vocoder", tmp_path / "voc",
+                       "--precision", "exact,vocoder_conv=bfloat16")
     assert code == 0, err
     wav, sr = sf.read(tmp_path / "w.wav")
     assert sr == 22050 and wav.shape == (102400,) and np.isfinite(wav).all()

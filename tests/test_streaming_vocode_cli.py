@@ -60,7 +60,7 @@ def test_stream_command(tmp_path, golden_dir, capsys):
 
 
 def test_stream_command_narrow_weights_match_float32_audio(tmp_path, golden_dir, capsys):
-    """--bf16-weights --bf16-kv and --int8-weights stream through the kernels; on the tiny
+    """bf16 weights and KV, and int8 weights (--precision) stream through the kernels; on the tiny
     codec (LayerScale 0.01 branches) the Griffin-Lim audio stays close to float32's."""
     from _streaming_helpers import diverse_tiny
     from secoustic_jax.api import Codec
@@ -71,8 +71,9 @@ def test_stream_command_narrow_weights_match_float32_audio(tmp_path, golden_dir,
     wav = np.load(golden_dir / "codec_tiny_86hz_io.npz")["wav_in"][0, :12000]
     save_wav(tmp_path / "in.wav", wav, 22050)
     outs = []
-    for extra in ([], ["--bf16-weights", "--bf16-kv"], ["--int8-weights"],
-                  ["--int8-weights", "--exact-tokens"]):
+    for extra in ([], ["--precision", "exact,stream_weights=bfloat16,kv=bfloat16"],
+                  ["--precision", "exact,stream_weights=int8"],
+                  ["--precision", "exact,stream_weights=int8,stream_stacks=decoder"]):
         out = tmp_path / f"out{len(outs)}.wav"
         assert main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
                      "--out", str(out), *extra]) == 0
@@ -89,10 +90,8 @@ def test_stream_command_narrow_weights_match_float32_audio(tmp_path, golden_dir,
     for other, tol in zip(outs[1:], (0.02, 0.07, 0.07)):
         rel = np.sqrt(np.mean((outs[0] - other) ** 2) / np.mean(outs[0] ** 2))
         assert rel < tol, rel
-    with pytest.raises(SystemExit):  # one weight format at a time
-        main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
-              "--out", str(tmp_path / "x.wav"), "--bf16-weights", "--int8-weights"])
     capsys.readouterr()
-    assert main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
-                 "--out", str(tmp_path / "x.wav"), "--exact-tokens"]) == 2
-    assert "--exact-tokens applies to" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the policy's own message, not argparse's generic one
+        main(["stream", str(tmp_path / "in.wav"), "--ckpt", str(tmp_path / "ckpt"),
+              "--out", str(tmp_path / "x.wav"), "--precision", "exact,stream_stacks=decoder"])
+    assert "needs stream_weights bfloat16 or int8" in capsys.readouterr().err

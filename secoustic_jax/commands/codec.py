@@ -22,6 +22,7 @@ import numpy as np
 
 from secoustic_jax import tokens_file
 from secoustic_jax.atomic import atomic_path
+from secoustic_jax.precision import Precision, cli_type
 from secoustic_jax.quantizer.g_quant import G_BITS
 
 EXPORT_SOURCES = (
@@ -61,7 +62,7 @@ def load_for_export(path):
 def _codec(args):
     from secoustic_jax.api import Codec
 
-    return Codec.load(args.ckpt, matmul_dtype="bfloat16" if args.bf16_matmuls else "float32")
+    return Codec.load(args.ckpt, matmul_dtype=args.precision.matmul)
 
 
 def _vocoder(spec: str, conv_dtype: str = "float32"):
@@ -74,7 +75,7 @@ def _vocoder(spec: str, conv_dtype: str = "float32"):
 
 
 def _conv_dtype(args) -> str:
-    return "bfloat16" if args.vocoder_bf16 else "float32"
+    return args.precision.vocoder_conv
 
 
 def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
@@ -206,7 +207,8 @@ def cmd_encode(args) -> int:
         raise ValueError(f"{out}: output must end in .npz")
     with atomic_path(out, suffix=".npz") as tmp:
         np.savez(tmp, **payload)
-    print(f"{args.input}: {payload['tokens'].shape[0]} tokens ({codec.config.variant}) -> {out}")
+    print(f"{args.input}: {payload['tokens'].shape[0]} tokens ({codec.config.variant}, "
+          f"precision {args.precision}) -> {out}")
     return 0
 
 
@@ -215,7 +217,7 @@ def cmd_decode(args) -> int:
     data = tokens_file.read(args.input, codec.config)
     out = _decode_payload(codec, data, pathlib.Path(args.out), args.vocoder, args.official_length,
                           _conv_dtype(args))
-    print(f"{args.input} -> {out}")
+    print(f"{args.input} -> {out} (precision {args.precision})")
     return 0
 
 
@@ -227,7 +229,7 @@ def cmd_roundtrip(args) -> int:
     data = _encode_file(codec, args.input, args.prompt, args.strict, args.g_bits)
     data = tokens_file.decoded(data)
     _decode_payload(codec, data, out, args.vocoder, args.official_length, _conv_dtype(args))
-    print(f"{args.input} -> {data['tokens'].shape[0]} tokens -> {out}")
+    print(f"{args.input} -> {data['tokens'].shape[0]} tokens -> {out} (precision {args.precision})")
     return 0
 
 
@@ -262,9 +264,11 @@ def register(subparsers) -> None:
         p.add_argument("input")
         p.add_argument("--ckpt", required=True, help="codec directory (see import-torch)")
         p.add_argument("--out", required=True)
-        p.add_argument("--bf16-matmuls", action="store_true",
-                       help="transformer matmuls with bf16 operands, float32 accumulation "
-                            "(~1.5x faster on AVX512_BF16 CPUs; may move a few tokens)")
+        p.add_argument("--precision", type=cli_type, default=Precision(),
+                       help="precision policy: exact (default), fast (bf16 operands, float32 "
+                            "accumulation: ~1.5x on AVX512_BF16 CPUs, may move a few tokens), "
+                            "or a preset with overrides, e.g. exact,vocoder_conv=bfloat16 "
+                            "(secoustic_jax/precision.py)")
         if name != "decode":
             p.add_argument("--prompt", default=None,
                            help="prompt wav for the paralinguistic vector (default: the input)")
@@ -277,9 +281,6 @@ def register(subparsers) -> None:
         if name != "encode":
             p.add_argument("--vocoder", default="griffin-lim",
                            help="griffin-lim or a HiFT checkpoint path (for .wav output)")
-            p.add_argument("--vocoder-bf16", action="store_true",
-                           help="HiFT decoder convs with bf16 operands, float32 accumulation "
-                                "(~1.8x faster on AVX512_BF16 CPUs; bench/NOTES.md section 9)")
             p.add_argument("--official-length", action="store_true",
                            help="keep the decoder's length instead of trimming to the input")
         p.set_defaults(func=fn)

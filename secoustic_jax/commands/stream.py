@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from secoustic_jax.precision import Precision, cli_type
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("stream", help="simulate a live stream: wav -> tokens -> wav")
@@ -27,21 +29,12 @@ def register(subparsers) -> None:
     p.add_argument("--vocoder", default="griffin-lim",
                    help="hift.pt / saved vocoder dir (streams), or griffin-lim (offline at end)")
     p.add_argument("--vocoder-block", type=int, default=16, help="HiFT window core, frames")
-    narrow = p.add_mutually_exclusive_group()
-    narrow.add_argument("--bf16-weights", action="store_true",
-                        help="bfloat16 transformer kernels, float32 accumulation and FSQ "
-                             "(streaming.lowp; ~25 %% faster per step at batch 1 on CPU)")
-    narrow.add_argument("--int8-weights", action="store_true",
-                        help="int8 transformer kernels with per-column scales, float32 "
-                             "accumulation and FSQ (a quarter of the float32 bytes; "
-                             "changed 1.2 %% of a trained tiny model's tokens, see "
-                             "docs/streaming.md)")
-    p.add_argument("--exact-tokens", action="store_true",
-                   help="with --bf16-weights / --int8-weights: narrow only the stacks after "
-                        "the tokens (connector, decoder), so tokens equal float32's")
-    p.add_argument("--bf16-kv", action="store_true",
-                   help="bfloat16 KV rings read by the CPU ring kernels (half the attention "
-                        "bytes per step; float32 queries, softmax and accumulation)")
+    p.add_argument("--precision", type=cli_type, default=Precision(),
+                   help="precision policy (secoustic_jax/precision.py): exact (default), fast "
+                        "(bf16 weights and KV rings, ~25 %% faster per step at batch 1 on "
+                        "CPU), serve-int8 (int8 weights with per-column scales, bf16 KV), "
+                        "or overrides such as fast,stream_stacks=decoder (narrow only the "
+                        "stacks after the tokens, so tokens equal float32's)")
     p.add_argument("--official-streaming", action="store_true",
                    help="emulate the official 249-key streaming attention (model.md 16.2)")
     p.set_defaults(func=run)
@@ -64,14 +57,16 @@ def _stream(codec, wav, g, m, args):
     from secoustic_jax.streaming import codec_steps as cs
     from secoustic_jax.streaming.frontend import StreamingMel
     cfg, v = codec.config, codec.variables
-    if args.bf16_weights or args.int8_weights:
+    prec = args.precision
+    if prec.stream_weights != "float32":
         from secoustic_jax.streaming import lowp
-        stacks = lowp.DECODER_STACKS if args.exact_tokens else lowp.STACKS
-        v = (lowp.bf16_weights if args.bf16_weights else lowp.int8_weights)(v, stacks)
+        stacks = lowp.DECODER_STACKS if prec.stream_stacks == "decoder" else lowp.STACKS
+        narrow = lowp.bf16_weights if prec.stream_weights == "bfloat16" else lowp.int8_weights
+        v = narrow(v, stacks)
     hop = cfg.hop
     state = cs.init_state(v, cfg, 1, chunk_tokens=m,
                           official_streaming=args.official_streaming,
-                          kv_dtype="bfloat16" if args.bf16_kv else None)
+                          kv_dtype=prec.kv if prec.kv != "float32" else None)
     fm = StreamingMel(cfg.mel, 1, m * hop)
     block = m * hop * cfg.mel.hop_length
     mels, times = [], []
@@ -111,8 +106,6 @@ def run(args) -> int:
     if not args.chunk_ms > 0:  # before loading anything; also catches NaN
         raise ValueError(f"--chunk-ms must be positive (a token is 11.61 ms at 86 Hz, 46.44 "
                          f"ms at 21.5 Hz), got {args.chunk_ms}")
-    if args.exact_tokens and not (args.bf16_weights or args.int8_weights):
-        raise ValueError("--exact-tokens applies to --bf16-weights or --int8-weights")
     codec = Codec.load(args.ckpt)
     cfg = codec.config
     sr = cfg.mel.sample_rate
@@ -138,11 +131,11 @@ def run(args) -> int:
     save_wav(pathlib.Path(args.out), fit_length(out, len(wav)), sr)
     ms = np.asarray(times) * 1e3
     algo = 1000.0 * m * cfg.hop * cfg.mel.hop_length / sr + lookahead_ms(cfg.mel)
-    print(f"stream: {cfg.variant}, {m} token(s) per step ({m * period:.2f} ms), "
-          f"{'bfloat16' if args.bf16_weights else 'int8' if args.int8_weights else 'float32'}"
-          f" weights{' (decoder stacks only)' if args.exact_tokens else ''}, "
-          f"{'bfloat16' if args.bf16_kv else 'float32'} KV, "
-          f"{len(ms)} steps, wrote {args.out}")
+    prec = args.precision
+    print(f"stream: {cfg.variant}, {m} token(s) per step ({m * period:.2f} ms), precision "
+          f"{prec} ({prec.stream_weights} weights"
+          f"{' (decoder stacks only)' if prec.stream_stacks == 'decoder' else ''}, "
+          f"{prec.kv} KV), {len(ms)} steps, wrote {args.out}")
     print(f"first packet: algorithmic {algo:.1f} ms + compute {ms[0]:.1f} ms "
           f"(first step, includes compilation) = {algo + ms[0]:.1f} ms")
     if len(ms) > 1:

@@ -26,6 +26,7 @@ import numpy as np
 
 from secoustic_jax.eval import codec_run, report, scoring, vc as vcmod
 from secoustic_jax.eval.assemble import SetResult, assemble_set, write_outputs
+from secoustic_jax.precision import Precision
 from secoustic_jax.quantizer.g_quant import G_BITS
 
 CONDITIONS = ("voc", "acoustic", "token")
@@ -173,7 +174,9 @@ def build_header(codec, vocoder, opts: EvalOptions, sets, checkpoint: dict | Non
     info = {"checkpoint": checkpoint, "variant": codec.config.variant,
             "device": str(jax.devices()[0]),
             "precision": {"compute_dtype": codec.config.compute_dtype,
-                          "matmul": str(jax.config.jax_default_matmul_precision or "default")},
+                          "matmul": str(jax.config.jax_default_matmul_precision or "default"),
+                          # The run-time policy (precision.py) the evaluator ran under.
+                          "policy": str(Precision(matmul=codec.matmul_dtype))},
             "asr": asr.asr_info(scoring.ASR_THREADS) if opts.asr else None,
             "speaker_model": speaker.SPEAKER_MODEL_NAME if opts.sim else None,
             "mos_model": dnsmos.VERSION if opts.mos else None,
