@@ -26,15 +26,20 @@ import functools
 import math
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from secoustic_jax.audio.io import prepare_waveform
+from secoustic_jax.audio.mel import log_mel
 from secoustic_jax.checkpoint import codec_store
 from secoustic_jax.checkpoint.convert import (codec_state_dict, export_codec, import_codec,
                                               import_codec_state_dict, resolve_config)
 from secoustic_jax.checkpoint.table import CheckpointError
 from secoustic_jax.config.model import CodecConfig
+from secoustic_jax.model.codec import SecoustiCodec
+from secoustic_jax.streaming import lowp
 from secoustic_jax.tree import flatten
 
 MIN_BUCKET_TOKENS = 64
@@ -124,10 +129,6 @@ def _init_inputs(cfg: CodecConfig):
 @functools.lru_cache(maxsize=8)
 def _init_fn(cfg: CodecConfig):
     """One jitted init per config (compiling the whole network dominates init time)."""
-    import flax.linen as nn
-
-    from secoustic_jax.model.codec import SecoustiCodec
-
     module = SecoustiCodec(cfg)
     return jax.jit(lambda key: nn.meta.unbox(module.init(key, *_init_inputs(cfg), train=False)))
 
@@ -164,9 +165,6 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 def _entry_point(cfg: CodecConfig, method: str, matmul_dtype: str = "float32"):
     """jax.jit of one SecoustiCodec method, shared by every Codec of this config and matmul
     dtype; jit keeps one executable per input shape."""
-    from secoustic_jax.model.codec import SecoustiCodec
-    from secoustic_jax.streaming import lowp
-
     module = SecoustiCodec(cfg)
     narrow = lowp.bf16_dots if matmul_dtype == "bfloat16" else contextlib.nullcontext
 
@@ -186,8 +184,6 @@ class Codec:
         ~1.8x faster offline on AVX512_BF16 CPUs; a measured precision change that moves
         some tokens, bench/NOTES.md section 10). SEANet, FSQ, the paralinguistic encoder
         and attention stay float32; saving and export always write the float32 weights."""
-        from secoustic_jax.model.codec import SecoustiCodec
-
         if matmul_dtype not in MATMUL_DTYPES:
             raise ValueError(f"matmul_dtype must be one of {MATMUL_DTYPES}, got {matmul_dtype!r}")
         self.config, self.matmul_dtype = config, matmul_dtype
@@ -197,8 +193,6 @@ class Codec:
             c: variables[c] for c in ("params", "batch_stats") if c in variables})
         self._run_variables = self.variables
         if matmul_dtype == "bfloat16":
-            from secoustic_jax.streaming import lowp
-
             self._run_variables = lowp.bf16_weights(self.variables)
 
     # ---- construction / persistence --------------------------------------------------
@@ -253,9 +247,6 @@ class Codec:
         channels-last audio [N, C] (soundfile's layout) and is averaged to mono -> [T, 80].
         Other rates are resampled to 22.05 kHz (soxr VHQ) first.
         """
-        from secoustic_jax.audio.io import prepare_waveform
-        from secoustic_jax.audio.mel import log_mel
-
         arr = np.asarray(wav)
         target = self.config.mel.sample_rate
         if arr.ndim == 2 and arr.shape[1] < self.config.mel.hop_length <= arr.shape[0]:

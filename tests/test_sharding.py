@@ -58,6 +58,10 @@ WORKER = textwrap.dedent("""
             if hasattr(v, "sharding"):
                 specs["mu/" + k] = str(v.sharding.spec)
         specs["batch/mel"] = str(gb["mel"].sharding.spec)
+        # Activation constraints (the transformer residual stream) in the traced step.
+        hlo = rt.train_step.lower(rt.abstract_state, gb).as_text()
+        specs["constraints"] = hlo.count("custom_call @Sharding")
+        specs["constraint_batch"] = '{devices=[8,1,1]' in hlo
         return losses, jax.device_get(flat(params)), specs
 
     l1, p1, _ = run(one)
@@ -93,13 +97,19 @@ def test_sharded_step_equals_single_device(codec):
     assert res["frac_off"] < 1e-3
     specs = res["specs"]
     assert specs["batch/mel"] == str(P(("data", "fsdp")))
-    fsdp = [k for k, v in specs.items() if "fsdp" in v and not k.startswith(("batch", "mu/"))]
+    fsdp = [k for k, v in specs.items()
+            if isinstance(v, str) and "fsdp" in v and not k.startswith(("batch", "mu/"))]
     assert fsdp, "no parameter is sharded over fsdp"
     for k in fsdp:  # Adam moments live where their parameter lives
         if "mu/" + k in specs:
             assert specs["mu/" + k] == specs[k], k
     if codec == "real":
         assert specs["codec/encoder_transformer/layers_0/linear1/kernel"] == str(P(None, "fsdp"))
+        # Stage 2 runs all four stacks (2 layers each): every residual stream is constrained
+        # to [batch over data x fsdp, length, embed]; the stand-in has no transformer.
+        assert specs["constraints"] >= 8 and specs["constraint_batch"]
+    else:
+        assert specs["constraints"] == 0
 
 
 def test_param_spec_rules():

@@ -7,10 +7,12 @@ why each default was chosen. Import from `secoustic_jax.config.train` directly.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import pathlib
 from dataclasses import dataclass, field
 
-from secoustic_jax.config.base import ConfigError
+from secoustic_jax.config.base import ConfigError, apply_overrides
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.config.model import CodecConfig
 
@@ -277,11 +279,6 @@ class ExperimentConfig:
 
 def load_experiment(path, overrides=None) -> ExperimentConfig:
     """Runs `get_config()` of a config file (configs/<preset>.py) and applies dotted overrides."""
-    import importlib.util
-    import pathlib
-
-    from secoustic_jax.config.base import apply_overrides
-
     p = pathlib.Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")

@@ -26,9 +26,11 @@ CODE = "code"  # FSQ code dimension (8)
 GATES = "gates"  # GRU stacked gates (3 H)
 HIDDEN = "hidden"  # GRU hidden / small dense inputs
 VOCAB = "vocab"  # embedding tables (phonemes)
+BATCH = "batch"  # activations: the batch axis
+LENGTH = "length"  # activations: the time axis
 
 LOGICAL_AXES = (EMBED, MLP, QKV, HEADS, CONV_K, CONV_IN, CONV_OUT, NORM, CODE, GATES,
-                HIDDEN, VOCAB)
+                HIDDEN, VOCAB, BATCH, LENGTH)
 
 
 def torch_uniform(fan_in: int):

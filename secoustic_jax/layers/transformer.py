@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from secoustic_jax.config.model import TransformerConfig
 from secoustic_jax.layers.attention import (KVCache, MultiHeadAttention, init_kv_cache,
                                             reset_kv_cache)
-from secoustic_jax.layers.common import EMBED, MLP, NORM, constant, dtype_of, param, torch_uniform
+from secoustic_jax.layers.common import (BATCH, EMBED, LENGTH, MLP, NORM, constant, dtype_of, param,
+                                         torch_uniform)
 
 
 class LayerScale(nn.Module):
@@ -77,9 +78,12 @@ class TransformerLayer(nn.Module):
         return x + self.layer_scale_2(h)
 
     def __call__(self, x, positions):
-        """Offline. x: [B, T, d]; positions [T] or [B, T] absolute. -> [B, T, d]."""
+        """Offline. x: [B, T, d]; positions [T] or [B, T] absolute. -> [B, T, d].
+
+        The residual stream is annotated [batch, length, embed]: under the trainer's
+        logical axis rules it is sharded over the batch axes (a no-op elsewhere)."""
         x = x + self.layer_scale_1(self.self_attn(self.norm1(x), positions))
-        return self._feed_forward(x)
+        return nn.with_logical_constraint(self._feed_forward(x), (BATCH, LENGTH, EMBED))
 
     def step(self, cache: KVCache, x, context: int | None = None):
         """Streaming. x: [B, c, d] -> (cache, [B, c, d])."""
@@ -214,8 +218,9 @@ class ProjectedTransformer(nn.Module):
         return tuple(init_kv_cache(batch, capacity, cfg.num_heads, cfg.head_dim,
                                    dtype_of(self.compute_dtype)) for _ in range(cfg.num_layers))
 
-    def step(self, state, x_chunk, reset=None):
-        """One streaming call. state: from init_state; x_chunk [B, c, d]; reset [B] bool|None.
+    def step(self, state, x_chunk, reset=None, context: int | None = None):
+        """One streaming call. state: from init_state; x_chunk [B, c, d]; reset [B] bool|None;
+        context: the attention window (default `streaming_context`).
 
         Streams with reset=True are cleared (empty cache, position 0) before the chunk.
         Returns (state, y [B, c, d]); y equals the offline output at those positions.
@@ -223,10 +228,11 @@ class ProjectedTransformer(nn.Module):
         self._check(x_chunk)
         if len(state) != self.cfg.num_layers:
             raise ValueError(f"state has {len(state)} layer caches, model has {self.cfg.num_layers}")
+        context = self.streaming_context if context is None else context
         new_state = []
         for layer, cache in zip(self.layers, state):
             if reset is not None:
                 cache = reset_kv_cache(cache, reset)
-            cache, x_chunk = layer.step(cache, x_chunk, self.streaming_context)
+            cache, x_chunk = layer.step(cache, x_chunk, context)
             new_state.append(cache)
         return tuple(new_state), x_chunk

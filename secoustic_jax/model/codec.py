@@ -104,6 +104,11 @@ class SemanticVAE(nn.Module):
         """Inference path: z [B, T', d] -> mu [B, T', d] (dense_var is not evaluated)."""
         return self.dense_mu(self.features(z))
 
+    def mu_step(self, rings, z, context: int):
+        """Streaming `mu`: one chunk z [B, c, d] -> (rings, mu [B, c, d])."""
+        rings, e = self.semantic_transformer.step(rings, z, context=context)
+        return rings, self.dense_mu(e)
+
     def __call__(self, z):
         """z [B, T', d] -> (e, mu, logvar), each [B, T', d]."""
         e = self.features(z)
@@ -126,6 +131,11 @@ class SemanticConnector(nn.Module):
     def __call__(self, s, g):
         """s [B, T', d], g [B, d] -> [B, T', d]."""
         return self.semantic_transformer(s + g[:, None, :].astype(s.dtype))
+
+    def step(self, rings, s, g, context: int):
+        """Streaming: one chunk s [B, c, d] with g [B, d] -> (rings, [B, c, d])."""
+        return self.semantic_transformer.step(rings, s + g[:, None, :].astype(s.dtype),
+                                              context=context)
 
 
 def _strided_conv_mask(total: int, lengths):
@@ -208,6 +218,10 @@ class SecoustiCodec(nn.Module):
         """mel [B, T, 80] (+ lengths [B]) -> tokens [B, T'] int32, the same as
         `encode(...).tokens`, without the acoustic stack (half the FLOPs of `encode`)."""
         mu = self.vae_semantic_transformer.mu(self._encoder(mel, lengths)).astype(jnp.float32)
+        return self._tokens(mu)
+
+    def _tokens(self, mu):
+        """mu [B, T', d] float32 -> tokens [B, T'] int32 (FSQ project + quantise)."""
         return self.fsq.quantize(self.fsq.project(mu))[1]
 
     def prompt_embedding(self, mel, lengths=None):
@@ -223,6 +237,34 @@ class SecoustiCodec(nn.Module):
     def decode_acoustic(self, acoustic):
         """A [B, T', d] -> mel [B, hop*T', 80]."""
         return self._decode(acoustic)
+
+    # ---- streaming: the same data flow, one chunk at a time ------------------------------
+    def stream_encode(self, state, mel, *, path: str, context: int, flush: bool = False):
+        """One encoder chunk. state: {"seanet", "transformer"} (SEANet contexts, the KV
+        rings of the path's stack); mel [B, m*hop, 80] (flush: the last frames, any
+        length) -> (state, tokens [B, m] int32 for path "tokens" | A [B, m, d] float32)."""
+        step = self.encoder.flush if flush else self.encoder.step
+        seanet, z = step(state["seanet"], mel.astype(jnp.float32))
+        z = z.astype(jnp.float32)
+        if path == "acoustic":
+            rings, a = self.encoder_transformer.step(state["transformer"], z, context=context)
+            out = a.astype(jnp.float32)
+        else:
+            rings, mu = self.vae_semantic_transformer.mu_step(state["transformer"], z, context)
+            out = self._tokens(mu.astype(jnp.float32))
+        return {"seanet": seanet, "transformer": rings}, out
+
+    def stream_decode(self, state, x, g, *, path: str, context: int):
+        """One decoder chunk. state: {"connector", "transformer", "seanet"}; x: tokens
+        [B, m] with G [B, d] (path "tokens") or A [B, m, d] (g None) -> (state,
+        mel [B, hop*m, 80] float32)."""
+        connector = state["connector"]
+        if path == "tokens":
+            connector, x = self.semantic_connector.step(connector, self.fsq.decode(x), g, context)
+        rings, y = self.decoder_transformer.step(state["transformer"], x, context=context)
+        seanet, mel = self.decoder.step(state["seanet"], y)
+        return ({"connector": connector, "transformer": rings, "seanet": seanet},
+                mel.astype(jnp.float32))
 
     def __call__(self, mel, prompt_mel, prompt_lengths=None, *, train: bool) -> TrainOutputs:
         """Training forward (training.md §2). mel [B, T, 80]; prompt_mel [B, Tp, 80];

@@ -15,8 +15,9 @@ every position, beyond the 250-frame window too; `official_streaming=True` repro
 official 249-key behaviour instead (model.md §16.2).
 
 Each step is one `jax.jit` executable per (state kind, chunk length) with the state
-donated; the code runs the codec's own bound submodules (`SecoustiCodec(config)` with
-`method=` a function), so streaming and offline share every weight and every layer.
+donated; the data flow is the model's own (`SecoustiCodec.stream_encode` /
+`stream_decode`, beside `encode` / `decode_tokens`), so streaming and offline share every
+weight, every layer and every path through them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax.config.model import CodecConfig
+from secoustic_jax.model.codec import SecoustiCodec
 from secoustic_jax.streaming import lowp
 from secoustic_jax.streaming.state import (DecoderState, EncoderState, StreamState,
                                            apply_reset, init_decoder_state,
@@ -60,29 +62,18 @@ def init_state(params, config: CodecConfig, batch: int, *, path: str = "tokens",
 
 
 def _model(meta):
-    from secoustic_jax.model.codec import SecoustiCodec  # model sits below streaming
-
     return SecoustiCodec(meta.config)
 
 
-def _apply(meta, variables, *args, method):
+def _apply(meta, variables, *args, method, **kwargs):
     """model.apply; with bf16 or int8 kernels (lowp.bf16_weights / int8_weights) the Dense
-    layers run through the mat-vec custom calls (lowp.narrow_matvec) instead of XLA:CPU's
-    slow narrow dots."""
+    layers run through `ops.narrow_matvec` (lowp.narrow_matvec) instead of XLA's narrow
+    dots."""
     model = _model(meta)
     if lowp.has_narrow_weights(variables):
         with lowp.narrow_matvec():
-            return model.apply(variables, *args, method=method)
-    return model.apply(variables, *args, method=method)
-
-
-def _stack_step(stack, caches, x, context):
-    """Runs a bound ProjectedTransformer's layers one chunk: x [B, c, d] -> (caches, y)."""
-    new = []
-    for layer, cache in zip(stack.layers, caches):
-        cache, x = layer.step(cache, x, context)
-        new.append(cache)
-    return tuple(new), x
+            return model.apply(variables, *args, method=method, **kwargs)
+    return model.apply(variables, *args, method=method, **kwargs)
 
 
 def _check_chunk(meta, length: int, what: str, tail: bool = False) -> int:
@@ -101,45 +92,25 @@ def _check_chunk(meta, length: int, what: str, tail: bool = False) -> int:
 
 
 def _encode_impl(variables, enc: EncoderState, mel, reset, flush: bool):
-    """enc state + mel [B, L, 80] -> (enc state, tokens [B, m] int32 | A [B, m, d] f32)."""
+    """enc state + mel [B, L, 80] -> (enc state, tokens [B, m] int32 | A [B, m, d] f32):
+    `SecoustiCodec.stream_encode`, the model's own streaming data flow."""
     meta = enc.meta
     enc = apply_reset(enc, init_encoder_state(meta, mel.shape[0]), reset)
-
-    def run(m, st, x):
-        x = x.astype(jnp.float32)
-        seanet, z = (m.encoder.flush if flush else m.encoder.step)(st.seanet, x)
-        z = z.astype(jnp.float32)
-        if meta.path == "acoustic":
-            rings, a = _stack_step(m.encoder_transformer, st.transformer, z, meta.context)
-            out = a.astype(jnp.float32)
-        else:
-            vae = m.vae_semantic_transformer
-            rings, e = _stack_step(vae.semantic_transformer, st.transformer, z, meta.context)
-            mu = vae.dense_mu(e).astype(jnp.float32)
-            _, out = m.fsq.quantize(m.fsq.project(mu))
-        return st.replace(seanet=seanet, transformer=rings), out
-
-    return _apply(meta, variables, enc, mel, method=run)
+    state, out = _apply(meta, variables, {"seanet": enc.seanet, "transformer": enc.transformer},
+                        mel, method="stream_encode", path=meta.path, context=meta.context,
+                        flush=flush)
+    return enc.replace(**state), out
 
 
 def _decode_impl(variables, dec: DecoderState, x, g, reset):
-    """dec state + tokens [B, m] (and G [B, d]) or A [B, m, d] -> (state, mel [B, hop*m, 80])."""
+    """dec state + tokens [B, m] (and G [B, d]) or A [B, m, d] -> (state, mel [B, hop*m, 80]):
+    `SecoustiCodec.stream_decode`."""
     meta = dec.meta
     dec = apply_reset(dec, init_decoder_state(meta, x.shape[0]), reset)
-
-    def run(m, st, x, g):
-        connector = st.connector
-        if meta.path == "tokens":
-            s = m.fsq.decode(x)
-            s = s + g[:, None, :].astype(s.dtype)  # SemanticConnector: S + G, broadcast
-            connector, x = _stack_step(m.semantic_connector.semantic_transformer, connector,
-                                       s, meta.context)
-        rings, y = _stack_step(m.decoder_transformer, st.transformer, x, meta.context)
-        seanet, mel = m.decoder.step(st.seanet, y)
-        return (st.replace(connector=connector, transformer=rings, seanet=seanet),
-                mel.astype(jnp.float32))
-
-    return _apply(meta, variables, dec, x, g, method=run)
+    state, mel = _apply(meta, variables, {"connector": dec.connector, "transformer":
+                                          dec.transformer, "seanet": dec.seanet},
+                        x, g, method="stream_decode", path=meta.path, context=meta.context)
+    return dec.replace(**state), mel
 
 
 @functools.cache

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from secoustic_jax.model import hift_source as dsp
+
 HOP = 256
 
 
@@ -67,7 +69,6 @@ class StreamingVocoder:
 
     def _offset_at(self, frame: int):
         """Double-float phase offset at `frame` (monotonic: advanced from the last one)."""
-        from secoustic_jax.model import hift_source as dsp
         cfg = self.voc.config
         if self._off is None or frame < self._off_frame:  # start, or the final window
             self._off_frame = 0

@@ -12,11 +12,13 @@ serves tests and benchmarks with exactly the batch contract of the real pipeline
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 
 from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.data import pipeline as pl
 
 BATCH_KEYS = ("mel", "mel_mask", "phones", "phone_durations", "frame_phones", "token_phones",
               "prompt_mel", "prompt_lengths", "speaker")
@@ -132,9 +134,6 @@ def make_source(config: ExperimentConfig, stage_index: int, *, split: str, proce
 
 def _manifest_source(config, stage, split, local_batch, process_index, process_count):
     """The grain pipeline of secoustic_jax.data.pipeline, per-host shard."""
-    import dataclasses
-
-    from secoustic_jax.data import pipeline as pl  # owned by the data engineers
     pcfg = dataclasses.replace(config.data.pipeline, segment_frames=stage.segment_frames,
                                shuffle=split == config.data.train_split,
                                num_epochs=None if split == config.data.train_split else 1)

@@ -24,8 +24,9 @@ import jax.numpy as jnp
 
 from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.data.phones import PhoneInventory
 from secoustic_jax.training import data_init, distributed, resume as resuming, sharding as shd
-from secoustic_jax.training.checkpoint import Checkpointer, make_meta
+from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables, make_meta
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
 from secoustic_jax.training.model import TrainNet, default_codec_factory
@@ -69,7 +70,6 @@ def data_inventory(config: ExperimentConfig) -> list[str]:
         src = make_source(config, config.enabled_stages[0], split="train", process_index=0,
                           process_count=1, batch=1)
         return list(src.inventory_labels)
-    from secoustic_jax.data.phones import PhoneInventory
     root = pathlib.Path(config.data.root)
     if not root.is_dir():
         raise ConfigError(f"data.root={config.data.root}: no corpus there. Build one with "
@@ -195,7 +195,6 @@ def _stage_state(run: Run, rt, idx: int, resume, params, stats):
 
 def _warm_start(run: Run, params, stats):
     """params/stats with the codec subtree replaced by that of `config.init.codec_from`."""
-    from secoustic_jax.training.checkpoint import load_codec_variables
 
     codec_cfg, variables = load_codec_variables(run.config.init.codec_from)
     if codec_cfg != run.config.codec:

@@ -9,6 +9,7 @@ warm-up) and its own compiled step with explicit in/out shardings and the state 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -87,6 +88,15 @@ class StageRuntime:
     new_opt_state: Callable  # jitted params -> opt_state
 
 
+def _under_rules(mesh, fn):
+    """`fn` traced under the mesh and the logical axis rules (activation constraints)."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with shd.activation_rules(mesh):
+            return fn(*args)
+    return wrapped
+
+
 def build_stage(net, mesh, config: ExperimentConfig, shapes: ModelShapes, index: int) -> StageRuntime:
     spec = stage_spec(index)
     tx = make_optimizer(config, index, shapes.params)
@@ -107,12 +117,13 @@ def build_stage(net, mesh, config: ExperimentConfig, shapes: ModelShapes, index:
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, state_sh)
     schedule = lr_schedule(config, index)
-    step_fn = make_train_step(net, tx, labels, slabels, stage_index=index,
-                              grad_accum=config.optim.grad_accum, schedule=schedule)
+    step_fn = _under_rules(mesh, make_train_step(net, tx, labels, slabels, stage_index=index,
+                                                 grad_accum=config.optim.grad_accum,
+                                                 schedule=schedule))
     bsh = shd.batch_sharding(mesh)
     train_step = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, repl),
                          donate_argnums=(0,))
-    eval_step = jax.jit(make_eval_step(net, stage_index=index),
+    eval_step = jax.jit(_under_rules(mesh, make_eval_step(net, stage_index=index)),
                         in_shardings=(shapes.param_shardings, shapes.stats_shardings, bsh, repl, repl),
                         out_shardings=repl)
     new_opt = jax.jit(tx.init, in_shardings=(shapes.param_shardings,), out_shardings=opt_sh)

@@ -3,14 +3,23 @@
 Mesh axes ("data", "fsdp"), both AxisType.Auto (jax.make_mesh defaults to Explicit, which
 would make every op sharding-typed; environment.md §3). Activations: the batch axis is
 split over ("data", "fsdp"). Parameters: FSDP shards one axis of each large parameter over
-"fsdp" and replicates it over "data". Which axis is chosen by the logical names that every
-parameter carries (layers/common.py), in the priority order of PARAM_RULES; an axis whose
-size does not divide by the fsdp size is skipped (uneven shards are not allowed), and
-parameters smaller than `fsdp_min_size` elements stay replicated (not worth a gather).
+"fsdp" and replicates it over "data". Both go through one table of flax logical axis
+rules, LOGICAL_RULES, over the logical names that every parameter (layers/common.py) and
+the constrained activations carry. flax gives a mesh axis to the first rule, in table
+order, whose logical name the array has, so the order is the priority (the widest dims
+first), and the batch rule, first of all, keeps "fsdp" off the activations' other axes.
+Before the rules apply to a parameter, an axis whose size does not divide by the fsdp size
+is dropped (uneven shards are not allowed), and a parameter smaller than `fsdp_min_size`
+elements stays replicated (not worth a gather).
+
+Activations: the train step runs under `activation_rules(mesh)`, where the layers'
+`nn.with_logical_constraint` calls (the transformer residual stream) become sharding
+constraints; outside it they are no-ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import flax.linen as nn
@@ -23,10 +32,12 @@ from secoustic_jax.tree import flatten
 
 DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)
-# Logical names that may carry the fsdp axis, highest priority first (the widest dims).
-PARAM_RULES = ("mlp", "qkv", "embed", "heads", "conv_out", "conv_in", "vocab", "gates", "hidden")
-# For modules that annotate activations with nn.with_logical_constraint.
-ACTIVATION_RULES = (("batch", BATCH_AXES), ("length", None), ("embed", None), ("mlp", None))
+# flax logical axis rules, highest priority first. Parameters: the names that may carry
+# the fsdp axis (the widest dims first). Activations: batch over (data, fsdp), which then
+# leaves no mesh axis for their length or channel names.
+LOGICAL_RULES = (("batch", BATCH_AXES), ("length", None), ("mlp", FSDP), ("qkv", FSDP),
+                 ("embed", FSDP), ("heads", FSDP), ("conv_out", FSDP), ("conv_in", FSDP),
+                 ("vocab", FSDP), ("gates", FSDP), ("hidden", FSDP))
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
@@ -44,12 +55,23 @@ def param_spec(shape, logical, fsdp_size: int, min_size: int) -> P:
     """PartitionSpec of one parameter from its logical axis names (see module docstring)."""
     if fsdp_size <= 1 or logical is None or int(np.prod(shape)) < min_size:
         return P()
-    names = tuple(logical)
-    for rule in PARAM_RULES:
-        for i, name in enumerate(names):
-            if name == rule and shape[i] % fsdp_size == 0:
-                return P(*([None] * i + [FSDP] + [None] * (len(shape) - i - 1)))
-    return P()
+    names, seen = [], set()
+    for dim, name in zip(shape, logical):
+        # Indivisible dims cannot be sharded; a repeated name (flax refuses them) could
+        # only take the axis once, at its first dim.
+        keep = name is not None and dim % fsdp_size == 0 and name not in seen
+        names.append(name if keep else None)
+        seen.add(name)
+    spec = nn.logical_to_mesh_axes(tuple(names), LOGICAL_RULES)
+    return spec if any(a is not None for a in spec) else P()  # replicated: P(), as before
+
+
+@contextlib.contextmanager
+def activation_rules(mesh):
+    """Trace-time context of a train step: the mesh and LOGICAL_RULES, so the layers'
+    `nn.with_logical_constraint` annotations become sharding constraints."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(LOGICAL_RULES):
+        yield
 
 
 def param_specs(boxed_abstract, cfg: MeshConfig, fsdp_size: int):
