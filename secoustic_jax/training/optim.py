@@ -37,9 +37,9 @@ def decay_mask(params):
 def make_optimizer(config: ExperimentConfig, index: int, params) -> optax.GradientTransformation:
     """The stage optimiser; `params` (arrays or ShapeDtypeStructs) fixes the label tree."""
     o = config.optim
-    chain = []
-    if o.clip_norm > 0:
-        chain.append(optax.clip_by_global_norm(o.clip_norm))
+    # clip_norm 0: identity in the clip's place, so the state layout (chain[0] = clip,
+    # chain[1] = AdamW) is the same with and without clipping.
+    chain = [optax.clip_by_global_norm(o.clip_norm) if o.clip_norm > 0 else optax.identity()]
     chain.append(optax.adamw(lr_schedule(config, index), b1=o.b1, b2=o.b2, eps=o.eps,
                              weight_decay=o.weight_decay, mask=decay_mask))
     labels = param_labels(params, stage_spec(index))
