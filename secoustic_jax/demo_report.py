@@ -18,6 +18,11 @@ HEADLINE = (("pesq_wb", "WB-PESQ"), ("pesq_nb", "NB-PESQ"), ("stoi", "STOI"), ("
             ("mel_l1", "mel L1 (codec)"), ("audio_mel_l1", "mel L1 (audio)"), ("spk_sim", "SIM"))
 
 
+def _join(values, fmt: str) -> str:
+    """(a, b, c) or [a, b, c] (a JSON round trip) -> "a / b / c" in `fmt`."""
+    return " / ".join(fmt.format(v) for v in values) if values else "-"
+
+
 def loss_plot(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
     """Training (and validation) losses over global steps, stage boundary marked."""
     from secoustic_jax.eval.report_plots import _new_figure, _save
@@ -252,8 +257,9 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
     lines += ["", "CPU = user + system time of the demo and its finished child processes (corpus "
               "synthesis, scoring workers); on idle cores a phase's wall time lies between CPU/2 and CPU.", "",
              "## Training (configs/tiny.py, every enabled stage)", "",
-              f"Steps per stage: {train.get('steps')}, sized from measured step costs "
-              f"{train.get('step_costs_s')} s (acoustic, semantic, finetune); final stage summaries in "
+              f"Steps per stage: {_join(train.get('steps'), '{}')}, sized from measured step costs "
+              f"{_join(train.get('step_costs_s'), '{:.3f}')} s (acoustic, semantic, finetune); "
+              "final stage summaries in "
               "`example/summary.json`.", ""]
     if loss:
         lines += ["![training losses](example/loss.png)", ""]
