@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: install sysdeps kernels test test-full demo bench corpus clean
+.PHONY: install sysdeps kernels test test-full demo reproduce bench corpus clean
 
 # Debian packages: synthesizers for the embedded corpus, sox, Asterisk prompts for evaluation,
 # g++ for the CPU custom-call kernels (secoustic_jax/kernels).
@@ -55,6 +55,10 @@ corpus: install
 
 demo: install
 	$(PY) -m secoustic_jax.demo --out demo
+
+# The reproduction run of docs/reproduction.md: configs/small.py, steps sized to the budget.
+reproduce: install
+	$(PY) -m secoustic_jax.demo --config configs/small.py --budget-min 125 --out reports/small
 
 bench: install
 	$(PY) bench/run_all.py --out bench/results.json

@@ -152,7 +152,7 @@ def phase_train(ctx: dict) -> dict:
     workdir = ctx["work"] / "train"
     if not plan.quick:
         _plan_steps(ctx, plan, workdir)
-    config = load_experiment(ROOT / "configs" / "tiny.py", plan.train_overrides(ctx["corpus"]))
+    config = load_experiment(ctx["config"], plan.train_overrides(ctx["corpus"]))
     print(f"  {config.name}: stages {[config.stages[i].name for i in config.enabled_stages]}, steps "
           f"{[config.stages[i].steps for i in config.enabled_stages]}, workdir {workdir}", flush=True)
     summary = train(config, workdir, progress=True)
@@ -188,7 +188,7 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     # Compiles of the calibration are cached on disk, so training does not pay them twice.
     jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    probe = load_experiment(ROOT / "configs" / "tiny.py", [
+    probe = load_experiment(ctx["config"], [
         *data_overrides(ctx["corpus"]), *(f"stages.{n}.enabled=true" for n in STAGES)])
     t = time.time()
     costs = measure_step_costs(probe, steps=12)
@@ -214,7 +214,7 @@ def _fill_feature_cache(ctx: dict) -> int:
     corpus = pathlib.Path(ctx["corpus"])
     files = [audio_path(r) for split in ("train", "valid")
              for r in load_manifest(corpus / f"{split}.jsonl")[0]]
-    mel = load_experiment(ROOT / "configs" / "tiny.py").codec.mel  # the cache key's settings
+    mel = load_experiment(ctx["config"]).codec.mel  # the cache key's settings
     return fill_cache(files, mel, corpus / "features", workers=2)
 
 
@@ -282,7 +282,7 @@ def phase_report(ctx: dict) -> dict:
 
 
 WHAT = {"setup": "tools, models, contention probe, plan", "corpus": "embedded synthetic corpus",
-        "asterisk": "decode the English Asterisk prompts", "train": "configs/tiny.py, every stage",
+        "asterisk": "decode the English Asterisk prompts", "train": "the config (configs/tiny.py), every stage",
         "evaluate": "E2-unseen, E2 (+VC, probe), E1 subset; timing", "report": "report.md, plots, audio"}
 
 
@@ -303,6 +303,12 @@ def _cpu_seconds() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
+def _config_name(path: pathlib.Path) -> str:
+    """The config as the report names it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _write_summary(ctx: dict) -> None:
     s = ctx["summary"]
     s["total_wall_min"] = (time.time() - ctx["t0"]) / 60
@@ -316,6 +322,7 @@ def run(ctx: dict) -> int:
     from secoustic_jax.eval.report import git_commit
 
     ctx["summary"] = {"budget_min": ctx["budget_s"] / 60, "commit": git_commit(),
+                      "config": _config_name(ctx["config"]),
                       "machine": _machine(), "phases": {}, "status": "running"}
     fns = {"setup": phase_setup, "corpus": phase_corpus, "asterisk": phase_asterisk,
            "train": phase_train, "evaluate": phase_evaluate, "report": phase_report}
@@ -355,6 +362,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-min", type=float, default=55.0, help="wall-time budget in minutes")
     ap.add_argument("--corpus", default="cache/demo_corpus", help="embedded corpus folder (reused when its config matches)")
     ap.add_argument("--fresh", action="store_true", help="rebuild everything (corpus, prompts, training)")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "tiny.py"),
+                    help="experiment config to train (its stages' steps are sized to the budget)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny corpus, few steps, tiny eval")
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
@@ -366,7 +375,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     corpus = pathlib.Path(args.corpus) if not args.quick else work / "corpus_tiny"
     ctx = {"t0": time.time(), "budget_s": 60.0 * args.budget_min, "out": out, "work": work,
-           "corpus": corpus, "fresh": args.fresh, "quick": args.quick, "eval": None}
+           "corpus": corpus, "config": pathlib.Path(args.config), "fresh": args.fresh, "quick": args.quick, "eval": None}
     return run(ctx)
 
 

@@ -256,7 +256,7 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
               for name, p in phases.items()]
     lines += ["", "CPU = user + system time of the demo and its finished child processes (corpus "
               "synthesis, scoring workers); on idle cores a phase's wall time lies between CPU/2 and CPU.", "",
-             "## Training (configs/tiny.py, every enabled stage)", "",
+             f"## Training ({summary.get('config', 'configs/tiny.py')}, every enabled stage)", "",
               f"Steps per stage: {_join(train.get('steps'), '{}')}, sized from measured step costs "
               f"{_join(train.get('step_costs_s'), '{:.3f}')} s (acoustic, semantic, finetune); "
               "final stage summaries in "
