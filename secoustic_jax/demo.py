@@ -156,7 +156,7 @@ def phase_train(ctx: dict) -> dict:
     print(f"  {config.name}: stages {[config.stages[i].name for i in config.enabled_stages]}, steps "
           f"{[config.stages[i].steps for i in config.enabled_stages]}, workdir {workdir}", flush=True)
     summary = train(config, workdir, progress=True)
-    if summary.get("preempted") or summary.get("stopped"):
+    if summary.get("preempted"):
         raise DemoError(f"training stopped early: {summary}")
     done = [config.stages[i].name for i in config.enabled_stages]
     ctx["workdir"] = workdir
@@ -282,7 +282,7 @@ def phase_report(ctx: dict) -> dict:
 
 
 WHAT = {"setup": "tools, models, contention probe, plan", "corpus": "embedded synthetic corpus",
-        "asterisk": "decode the English Asterisk prompts", "train": "the config (configs/tiny.py), every stage",
+        "asterisk": "decode the English Asterisk prompts", "train": "the config (--config), every stage",
         "evaluate": "E2-unseen, E2 (+VC, probe), E1 subset; timing", "report": "report.md, plots, audio"}
 
 
