@@ -12,15 +12,14 @@ import json
 import sys
 
 
-def main(argv=None) -> int:
+def main(argv=None, codec_factory=None) -> int:
+    """codec_factory: as `train(codec_factory=)`, for a script that trains a modified codec."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="configs/<preset>.py defining get_config()")
     p.add_argument("--workdir", required=True, help="checkpoints, tensorboard logs, history")
     p.add_argument("--set", action="append", default=[], metavar="a.b=value",
                    help="dotted override, repeatable (e.g. --set optim.lr=3e-4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this global step without saving (debugging)")
     args = p.parse_args(argv)
 
     from secoustic_jax.config.base import ConfigError
@@ -30,7 +29,7 @@ def main(argv=None) -> int:
     try:
         config = load_experiment(args.config, args.set)
         summary = train(config, args.workdir, progress=not args.no_progress,
-                        max_steps=args.max_steps)
+                        codec_factory=codec_factory)
     except ConfigError as e:  # the user's config, overrides, corpus or workdir: one line
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2

@@ -11,9 +11,8 @@ import pytest
 
 from secoustic_jax.training.checkpoint import load_codec_variables
 from secoustic_jax.training.logging import read_history
-from secoustic_jax.training.loop import train
 from secoustic_jax.training.resume import DAMAGED_DIR
-from train_standin import tiny_experiment
+from train_standin import standin_train, tiny_experiment
 
 CFG = tiny_experiment({"checkpoint.every_steps": 10}, steps=(30, 0))
 
@@ -53,7 +52,7 @@ def _losses(rows):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     wd = tmp_path_factory.mktemp("uninterrupted")
-    train(CFG, wd, progress=False)
+    standin_train(CFG, wd)
     return wd
 
 
@@ -63,7 +62,7 @@ def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(damage, refe
     wd = tmp_path / "run"
     shutil.copytree(reference, wd)
     DAMAGES[damage](wd / "checkpoints" / "30")
-    summary = train(CFG, wd, progress=False)
+    summary = standin_train(CFG, wd)
     assert summary["resumed_from"] == 20
     err = capfd.readouterr().err
     assert "checkpoint 30 is damaged" in err and "resuming from checkpoint 20" in err
@@ -84,7 +83,7 @@ def test_every_checkpoint_damaged_starts_afresh_and_says_so(reference, tmp_path,
     shutil.copytree(reference, wd)
     for step in (10, 20, 30):
         DAMAGES["meta_deleted"](wd / "checkpoints" / str(step))
-    summary = train(CFG, wd, progress=False)
+    summary = standin_train(CFG, wd)
     assert summary["resumed_from"] is None
     assert "starting from scratch" in capfd.readouterr().err
     assert sorted(p.name for p in (wd / DAMAGED_DIR).iterdir()) == ["10", "20", "30"]

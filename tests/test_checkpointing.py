@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from secoustic_jax.config.base import ConfigError
-from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables
+from secoustic_jax.training.checkpoint import (Checkpointer, check_config, load_codec_variables,
+                                             make_meta)
 from secoustic_jax.training.logging import read_history
-from secoustic_jax.training.loop import PersistentNaNError, train
-from train_standin import STANDIN_INIT, tiny_experiment
+from secoustic_jax.training import loop
+from secoustic_jax.training.loop import PersistentNaNError
+from train_standin import STANDIN_INIT, STANDIN_TRAIN, standin_train, tiny_experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,17 +41,51 @@ def _losses(workdir) -> dict[int, float]:
     return {h["step"]: h["loss/total"] for h in read_history(workdir) if h["split"] == "train"}
 
 
+class SimulatedCrash(Exception):
+    """Raised by the training data source in place of the process dying."""
+
+
+def _crash_after(monkeypatch, n: int) -> None:
+    """The next `train` dies (no save, no summary) when it asks for batch n + 1, counted
+    over all its stages: the state is whatever its checkpoints hold, as after a crash."""
+    real, served = loop.make_source, [0]
+
+    class Source:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if served[0] >= n:
+                raise SimulatedCrash(f"after {n} batches")
+            served[0] += 1
+            return next(self._inner)
+
+        def __getattr__(self, name):  # get_state, set_state, close
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(loop, "make_source", lambda *a, **k: Source(real(*a, **k)))
+
+
 @pytest.mark.slow
-def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(tmp_path):
+def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(tmp_path, monkeypatch):
     cfg = tiny_experiment(steps=(4, 4))
-    ref = train(cfg, tmp_path / "ref", progress=False)
-    assert ref["last_checkpoint"] == 8 and not ref["stopped"]
+    ref = standin_train(cfg, tmp_path / "ref")
+    assert ref["last_checkpoint"] == 8 and not ref["preempted"]
     wd = tmp_path / "run"
-    first = train(cfg, wd, progress=False, max_steps=3)  # "crash" after step 3 (ckpt at 2)
-    assert first["stopped"] and first["last_checkpoint"] == 2
-    second = train(cfg, wd, progress=False, max_steps=6)  # resumes at 2, crosses the stage end
-    assert second["resumed_from"] == 2 and second["last_checkpoint"] == 6
-    third = train(cfg, wd, progress=False)
+    for batches, resumed_from, saved in ((3, None, 2), (4, 2, 6)):  # the 2nd crosses the stage end
+        with monkeypatch.context() as m:
+            _crash_after(m, batches)
+            with pytest.raises(SimulatedCrash):
+                standin_train(cfg, wd)
+        ck = Checkpointer(wd)
+        assert ck.latest_step() == saved
+        ck.close()
+        got = [r["step"] for r in read_history(wd) if r["split"] == "train"]
+        assert got[-1] == (resumed_from or 0) + batches  # it did get that far before dying
+    third = standin_train(cfg, wd)
     assert third["resumed_from"] == 6 and third["last_checkpoint"] == 8
     want, got = _losses(tmp_path / "ref"), _losses(wd)
     assert sorted(want) == list(range(1, 9)) and got == want  # bitwise equal floats
@@ -65,7 +101,7 @@ def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(tmp_path):
 def test_stop_signal_writes_a_restorable_checkpoint(sig, tmp_path):
     # SIGTERM (preemption) and SIGINT (Ctrl-C) both checkpoint at the step boundary, exit 0.
     wd = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/tiny.py"),
+    cmd = [*STANDIN_TRAIN, "--config", str(REPO / "configs/tiny.py"),
            "--workdir", str(wd), "--no-progress"]
     over = {"data.kind": "synthetic", **STANDIN_INIT,
             "stages.acoustic.steps": 100000, "stages.acoustic.batch_size": 4,
@@ -100,7 +136,7 @@ def test_stop_signal_writes_a_restorable_checkpoint(sig, tmp_path):
 @pytest.mark.slow
 def test_nan_batch_is_skipped_and_never_saved(tmp_path):
     cfg = tiny_experiment({"data.synthetic_nan_batches": [1]}, steps=(4, 0))
-    summary = train(cfg, tmp_path, progress=False)
+    summary = standin_train(cfg, tmp_path)
     hist = [h for h in read_history(tmp_path) if h["split"] == "train"]
     assert [h["skipped"] for h in hist] == [0.0, 1.0, 0.0, 0.0]
     assert summary["last_checkpoint"] == 4
@@ -113,19 +149,32 @@ def test_nan_batch_is_skipped_and_never_saved(tmp_path):
     bad = tiny_experiment({"data.synthetic_nan_batches": [0, 1, 2, 3], "nan_max_consecutive": 3},
                           steps=(4, 0))
     with pytest.raises(PersistentNaNError, match="3 consecutive steps"):
-        train(bad, tmp_path / "bad", progress=False)
+        standin_train(bad, tmp_path / "bad")
 
 
 @pytest.mark.slow
 def test_incomplete_checkpoint_is_ignored_and_config_mismatch_refused(tmp_path):
     cfg = tiny_experiment(steps=(2, 0))
-    train(cfg, tmp_path, progress=False)
+    standin_train(cfg, tmp_path)
     # A save killed half-way leaves orbax's temporary folder; it is never listed or restored.
     tmp = tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-1700000000"
     (tmp / "state").mkdir(parents=True)
     (tmp / "state" / "garbage").write_text("partial")
     assert Checkpointer(tmp_path).latest_step() == 2
-    again = train(cfg, tmp_path, progress=False)  # finished stage: nothing left to do
+    again = standin_train(cfg, tmp_path)  # finished stage: nothing left to do
     assert again["resumed_from"] == 2 and again["last_checkpoint"] == 2
     with pytest.raises(ConfigError, match="optim.lr"):
-        train(tiny_experiment({"optim.lr": 5e-4}, steps=(2, 0)), tmp_path, progress=False)
+        standin_train(tiny_experiment({"optim.lr": 5e-4}, steps=(2, 0)), tmp_path)
+
+
+def test_a_retired_field_at_its_old_default_still_resumes_and_real_changes_are_named():
+    cfg = tiny_experiment(steps=(2, 0))
+    meta = make_meta(cfg, stage_index=0, stage_step=1, step=1, inventory=["a"])
+    old = dict(meta, config=dict(meta["config"], codec_factory=""), fingerprint="older")
+    check_config(old, cfg)  # written before codec_factory left the config: same run
+    custom = dict(old, config=dict(old["config"], codec_factory="mod:fn"))
+    with pytest.raises(ConfigError, match="codec_factory"):  # a non-default value: refused
+        check_config(custom, cfg)
+    changed = dict(old, config=dict(old["config"], seed=7))
+    with pytest.raises(ConfigError, match="seed"):
+        check_config(changed, cfg)

@@ -13,7 +13,7 @@ import pytest
 
 from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables
 from secoustic_jax.training.logging import read_history
-from train_standin import STANDIN_INIT
+from train_standin import STANDIN_INIT, STANDIN_TRAIN
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_two_process_training_and_checkpoint(tmp_path):
                JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO / "tests"))
     procs = []
     for pid in range(2):
-        cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/tiny.py"),
+        cmd = [*STANDIN_TRAIN, "--config", str(REPO / "configs/tiny.py"),
                "--workdir", str(tmp_path), "--no-progress"]
         for k, v in dict(over, **{"distributed.process_id": pid}).items():
             cmd += ["--set", f"{k}={v}"]
@@ -56,7 +56,7 @@ def test_two_process_training_and_checkpoint(tmp_path):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-4000:]
     summary = json.loads(outs[0][0][outs[0][0].index("{"):])
-    assert summary["last_checkpoint"] == 6 and not summary["stopped"]
+    assert summary["last_checkpoint"] == 6 and not summary["preempted"]
     hist = [h for h in read_history(tmp_path) if h["split"] == "train"]
     assert [h["step"] for h in hist] == [1, 2, 3, 4, 5, 6]  # process 0 logs once per step
     assert all(h["loss/total"] == h["loss/total"] for h in hist)  # finite (not NaN)

@@ -19,7 +19,7 @@ from secoustic_jax.config.model import codec_preset
 from secoustic_jax.model.codec import SecoustiCodec
 from secoustic_jax.training import runtime as rtm, sharding as shd
 from secoustic_jax.training.data import SyntheticSource
-from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
+from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet
 from train_standin import tiny_experiment
 
@@ -39,7 +39,7 @@ def convolutions(text: str) -> int:
 def _stage1_step_text() -> tuple[str, str]:
     """(lowered stage-1 train step, lowered stage-1 forward) of the real tiny codec."""
     cfg, _ = resolve_config(tiny_experiment({}, standin=False))
-    net = TrainNet(cfg, resolve_codec_factory(cfg.codec_factory))
+    net = TrainNet(cfg)
     mesh = shd.make_mesh(cfg.mesh)
     shapes = rtm.model_shapes(net, mesh, cfg)
     rt = rtm.build_stage(net, mesh, cfg, shapes, 0)

@@ -23,16 +23,16 @@ WORKER = textwrap.dedent("""
     from secoustic_jax.config.train import MeshConfig
     from secoustic_jax.training import runtime as rtm, sharding as shd
     from secoustic_jax.training.data import SyntheticSource
-    from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
+    from secoustic_jax.training.loop import resolve_config
     from secoustic_jax.training.model import TrainNet
-    from train_standin import tiny_experiment
+    from train_standin import standin_factory, tiny_experiment
 
     standin = sys.argv[1] == "standin"
     # Clipping at 1 (the paper-scale default; configs/tiny.py trains without): the bound on
     # the parameter difference below is set for the clipped update.
     cfg, _ = resolve_config(tiny_experiment({"optim.clip_norm": 1.0}, standin=standin,
                                             batch=8, frames=32))
-    net = TrainNet(cfg, resolve_codec_factory(cfg.codec_factory))
+    net = TrainNet(cfg, standin_factory if standin else None)
     assert len(jax.devices()) == 8
     one = shd.make_mesh(MeshConfig(data=1, fsdp=1), jax.devices()[:1])
     shapes1 = rtm.model_shapes(net, one, cfg)

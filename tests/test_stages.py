@@ -9,7 +9,7 @@ import pytest
 from flax import traverse_util
 
 from secoustic_jax.training import sharding as shd
-from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
+from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet
 from secoustic_jax.training.optim import decay_mask, make_optimizer
 from secoustic_jax.training.runtime import model_shapes
@@ -21,7 +21,7 @@ from train_standin import tiny_experiment
 @pytest.fixture(scope="module")
 def shapes():
     cfg, _ = resolve_config(tiny_experiment(standin=False))
-    net = TrainNet(cfg, resolve_codec_factory(cfg.codec_factory))
+    net = TrainNet(cfg)
     return cfg, model_shapes(net, shd.make_mesh(cfg.mesh), cfg)
 
 

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from secoustic_jax.training.loop import train
-from train_standin import STANDIN_INIT, tiny_experiment
+from train_standin import STANDIN_INIT, STANDIN_TRAIN, standin_train, tiny_experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(*sets, workdir):
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/tiny.py"),
+def _run(*sets, workdir, standin: bool = False):
+    train_py = STANDIN_TRAIN if standin else [sys.executable, str(REPO / "train.py")]
+    cmd = [*train_py, "--config", str(REPO / "configs/tiny.py"),
            "--workdir", str(workdir), "--no-progress"]
     for s in sets:
         cmd += ["--set", s]
@@ -40,9 +40,9 @@ def test_user_errors_are_one_line_and_exit_2(sets, message, tmp_path):
 def test_a_config_that_differs_from_the_checkpoint_is_one_line(tmp_path):
     wd = tmp_path / "run"
     cfg = tiny_experiment({"checkpoint.every_steps": 2}, steps=(2, 0))
-    train(cfg, wd, progress=False)
+    standin_train(cfg, wd)
     sets = ["data.kind=synthetic", "data.pipeline.max_phones=16", *(f"{k}={v}" for k, v in
             dict(STANDIN_INIT, **{"optim.lr": 0.5}).items())]
-    proc = _run(*sets, workdir=wd)
+    proc = _run(*sets, workdir=wd, standin=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "different config" in proc.stderr.splitlines()[-1]

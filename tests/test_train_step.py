@@ -11,15 +11,15 @@ from flax import traverse_util
 
 from secoustic_jax.training import runtime as rtm, sharding as shd
 from secoustic_jax.training.data import SyntheticSource
-from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
+from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet
 from secoustic_jax.training.stages import STAGE1_MODULES, STAGE2_MODULES
-from train_standin import tiny_experiment
+from train_standin import standin_factory, tiny_experiment
 
 
 def _setup(standin=True, **over):
     cfg, _ = resolve_config(tiny_experiment(over, standin=standin))
-    net = TrainNet(cfg, resolve_codec_factory(cfg.codec_factory))
+    net = TrainNet(cfg, standin_factory if standin else None)
     mesh = shd.make_mesh(cfg.mesh)
     shapes = rtm.model_shapes(net, mesh, cfg)
     params, stats = rtm.init_variables(net, mesh, cfg, shapes, jax.random.PRNGKey(0))
@@ -99,7 +99,7 @@ def test_gradient_accumulation_matches_full_batch():
     b["mel_mask"][:] = 1.0  # equal micro-batch sizes: mean of means == mean
     st1, m1 = _run(cfg, net, mesh, shapes, params, stats, 0, 2, [b, b])
     cfg2 = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, grad_accum=2))
-    net2 = TrainNet(cfg2, resolve_codec_factory(cfg2.codec_factory))
+    net2 = TrainNet(cfg2, standin_factory)
     st2, m2 = _run(cfg2, net2, mesh, shapes, params, stats, 0, 2, [b, b])
     np.testing.assert_allclose(m1[0]["loss/total"], m2[0]["loss/total"], rtol=1e-5)  # f32 sums
     np.testing.assert_allclose(m1[0]["grad_norm"], m2[0]["grad_norm"], rtol=1e-4)  # f32 sums

@@ -7,6 +7,7 @@ on the full codec; the smoke tests also run the real `SecoustiCodec` when it is 
 from __future__ import annotations
 
 import pathlib
+import sys
 from types import SimpleNamespace
 
 import flax.linen as nn
@@ -115,9 +116,19 @@ def standin_factory(codec_cfg):
 
 
 # `--set` overrides (as command-line text) for subprocess runs of configs/tiny.py with the
-# stand-in codec, which has no SEANet convs or log-variance heads for the init to set.
-STANDIN_INIT = {"codec_factory": "train_standin:standin_factory", "init.mel_stats": "false",
-                "init.logvar_bias": "null", "stages.finetune.enabled": "false"}
+# stand-in codec (STANDIN_TRAIN), which has no SEANet convs or log-variance heads for the
+# init to set.
+STANDIN_INIT = {"init.mel_stats": "false", "init.logvar_bias": "null",
+                "stages.finetune.enabled": "false"}
+# train.py's command line, training the stand-in codec (tests/standin_train.py).
+STANDIN_TRAIN = [sys.executable, str(REPO_ROOT / "tests" / "standin_train.py")]
+
+
+def standin_train(config, workdir, **kwargs) -> dict:
+    """`train(config, workdir)` of the stand-in codec, without a progress bar."""
+    from secoustic_jax.training.loop import train
+
+    return train(config, workdir, progress=False, codec_factory=standin_factory, **kwargs)
 
 
 def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch: int = 4,
@@ -127,7 +138,6 @@ def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch
 
     root = REPO_ROOT
     base = {"data.kind": "synthetic", "data.pipeline.max_phones": 16,
-            "codec_factory": "train_standin:standin_factory" if standin else "",
             # The stand-in has no SEANet convs or VAE log-variance heads for the init to set.
             "init.mel_stats": not standin, "init.stats_batches": 2,
             **({"init.logvar_bias": None} if standin else {}),

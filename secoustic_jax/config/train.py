@@ -249,7 +249,6 @@ class ExperimentConfig:
     log: LogConfig = field(default_factory=LogConfig)
     data: DataSourceConfig = field(default_factory=DataSourceConfig)
     seed: int = 0
-    codec_factory: str = ""  # "module:function" building the codec; "" = SecoustiCodec
     nan_max_consecutive: int = 20  # this many skipped steps in a row stop the run
 
     def __post_init__(self) -> None:

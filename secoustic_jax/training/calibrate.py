@@ -20,21 +20,22 @@ import jax
 from secoustic_jax.config.train import ExperimentConfig
 from secoustic_jax.training import sharding as shd
 from secoustic_jax.training.data import make_source
-from secoustic_jax.training.loop import resolve_codec_factory, resolve_config
-from secoustic_jax.training.model import TrainNet
+from secoustic_jax.training.loop import resolve_config
+from secoustic_jax.training.model import CodecFactory, TrainNet
 from secoustic_jax.training.runtime import build_stage, init_variables, model_shapes, start_state
 
 
 WARMUP_STEPS = 3  # untimed after the compile: the input pipeline's prefetch fills up
 
 
-def measure_step_costs(config: ExperimentConfig, steps: int = 12) -> dict:
+def measure_step_costs(config: ExperimentConfig, steps: int = 12,
+                       codec_factory: CodecFactory | None = None) -> dict:
     """-> {"step_s": {stage name: s/step over the window}, "compile_s": {stage name: s},
     "steps_timed": steps}. Single process (the demo's machine)."""
     if steps < 1:
         raise ValueError("measure_step_costs: steps must be >= 1")
     config, _ = resolve_config(config)
-    net = TrainNet(config, resolve_codec_factory(config.codec_factory, config.execution))
+    net = TrainNet(config, codec_factory)
     mesh = shd.make_mesh(config.mesh)
     shapes = model_shapes(net, mesh, config)
     params, stats = init_variables(net, mesh, config, shapes, jax.random.PRNGKey(config.seed))

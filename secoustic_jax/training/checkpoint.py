@@ -25,6 +25,10 @@ from secoustic_jax.config.train import CheckpointConfig, ExperimentConfig
 FORMAT = "secoustic-train-v1"
 # Fields that do not change the maths of a run; a resume may change them.
 RUNTIME_FIELDS = ("log", "checkpoint", "distributed", "execution")
+# Top-level fields that ExperimentConfig no longer has, with the value that meant "as now":
+# a checkpoint recording them at that value resumes (codec_factory moved to
+# `train(codec_factory=)`).
+RETIRED_FIELDS = {"codec_factory": ""}
 
 
 class _IteratorSnapshot:
@@ -125,8 +129,14 @@ def check_config(meta: dict, config: ExperimentConfig) -> None:
     fields excepted), naming the differing fields."""
     if meta["fingerprint"] == run_fingerprint(config):
         return
-    stored = from_dict(ExperimentConfig, meta["config"])
+    recorded = dict(meta["config"])
+    for name, default in RETIRED_FIELDS.items():  # older checkpoints still record them
+        if recorded.get(name, default) == default:
+            recorded.pop(name, None)
+    stored = from_dict(ExperimentConfig, recorded)
     changed = [d for d in diff(stored, config) if d.split(".")[0] not in RUNTIME_FIELDS]
+    if not changed:  # only a retired field at its default made the fingerprints differ
+        return
     raise ConfigError("the checkpoint was written with a different config; use a new workdir "
                       "or the stored config. Differences: " + "; ".join(changed[:12]))
 

@@ -68,7 +68,7 @@ def apply_init(params, config: ExperimentConfig, mean=None, std=None):
         first, last = _conv_names(config)
         if first not in codec.get("encoder", {}) or last not in codec.get("decoder", {}):
             raise ValueError(f"init.mel_stats: the codec has no encoder/{first} and decoder/"
-                             f"{last} convs (codec_factory {config.codec_factory!r}); set "
+                             f"{last} convs (a modified codec?); set "
                              "init.mel_stats=false")
         mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
         enc = dict(codec["encoder"])
@@ -87,7 +87,7 @@ def apply_init(params, config: ExperimentConfig, mean=None, std=None):
             sub = dict(codec.get(module, {}))
             if "dense_var" not in sub:
                 raise ValueError(f"init.logvar_bias: the codec has no {module}/dense_var head "
-                                 f"(codec_factory {config.codec_factory!r}); set "
+                                 "(a modified codec?); set "
                                  "init.logvar_bias=null")
             head = dict(sub["dense_var"])
             head["bias"] = jnp.full_like(head["bias"], bias)

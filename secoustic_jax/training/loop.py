@@ -10,8 +10,6 @@ checkpoint records the stage index, its stage step and whether the stage was fin
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
 import pathlib
 import signal
 import sys
@@ -29,7 +27,7 @@ from secoustic_jax.training import data_init, distributed, resume as resuming, s
 from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables, make_meta
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
-from secoustic_jax.training.model import TrainNet, default_codec_factory
+from secoustic_jax.training.model import CodecFactory, TrainNet
 from secoustic_jax.training.runtime import (build_stage, init_variables, model_shapes,
                                             start_state)
 from secoustic_jax.training.stages import stage_spec, stage_start_steps
@@ -51,17 +49,7 @@ class Run:
     logger: Logger
     inventory: list[str]
     stop_flag: threading.Event
-    max_steps: int | None  # test hook: stop (no save, like a crash) after this global step
     last_saved: int = -1
-
-
-def resolve_codec_factory(spec: str, execution=None):
-    """"module:function" -> callable(codec_cfg) -> nn.Module ("" = SecoustiCodec, its
-    layer loop from `execution`, an ExecutionConfig)."""
-    if not spec:
-        return functools.partial(default_codec_factory, execution=execution)
-    mod, _, fn = spec.partition(":")
-    return getattr(importlib.import_module(mod), fn)
 
 
 def data_inventory(config: ExperimentConfig) -> list[str]:
@@ -110,14 +98,18 @@ def _install_stop_handlers(flag: threading.Event) -> dict:
 
 
 def train(config: ExperimentConfig, workdir, *, progress: bool = True,
-          max_steps: int | None = None) -> dict:
-    """Runs every enabled stage (resuming from the latest complete checkpoint) -> summary."""
+          codec_factory: CodecFactory | None = None) -> dict:
+    """Runs every enabled stage (resuming from the latest complete checkpoint) -> summary.
+
+    codec_factory(codec_cfg) -> nn.Module trains a modified codec (SecoustiCodec's methods
+    and parameter tree); None trains SecoustiCodec with the layer loop of config.execution.
+    """
     distributed.initialize(config.distributed)
     t_start = time.time()
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config, inventory = resolve_config(config)
-    net = TrainNet(config, resolve_codec_factory(config.codec_factory, config.execution))
+    net = TrainNet(config, codec_factory)
     mesh = shd.make_mesh(config.mesh)
     shapes = model_shapes(net, mesh, config)
     ckpt = Checkpointer(workdir, config.checkpoint)
@@ -130,10 +122,9 @@ def train(config: ExperimentConfig, workdir, *, progress: bool = True,
     total = sum(config.stages[i].steps for i in config.enabled_stages)
     logger = Logger(workdir, enabled=jax.process_index() == 0, progress=progress,
                     total_steps=total, initial=resume["step"] if resume else 0)
-    run = Run(config, workdir, net, mesh, shapes, ckpt, logger, inventory, threading.Event(),
-              max_steps)
+    run = Run(config, workdir, net, mesh, shapes, ckpt, logger, inventory, threading.Event())
     old_handlers = _install_stop_handlers(run.stop_flag)
-    summary = {"stages": {}, "preempted": False, "stopped": False, "resumed_from": resume and resume["step"]}
+    summary = {"stages": {}, "preempted": False, "resumed_from": resume and resume["step"]}
     try:
         params = stats = None
         for idx in config.enabled_stages:
@@ -270,9 +261,6 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
     t_window = time.perf_counter()
     while stage_step < stage.steps:
-        if run.max_steps is not None and step >= run.max_steps:
-            _drain(run, idx, pending, window, nan_run, step, t_window)
-            return {"state": state, "summary": _stage_summary(last, step, t_stage), "stop": "stopped"}
         batch = shd.global_batch(run.mesh, next(src))
         state, metrics = rt.train_step(state, batch)
         pending.append(metrics)

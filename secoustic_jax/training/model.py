@@ -33,12 +33,16 @@ def default_codec_factory(codec_cfg, execution: ExecutionConfig | None = None):
     return SecoustiCodec(codec_cfg, scan_layers=scan, remat=remat)
 
 
+CodecFactory = Callable[[Any], nn.Module]  # codec_cfg -> the codec module to train
+
+
 class TrainNet(nn.Module):
-    """Codec + aux. `codec_factory(codec_cfg) -> nn.Module` lets tests inject a stand-in;
+    """Codec + aux. `codec_factory(codec_cfg) -> nn.Module` builds the codec to train (a
+    modified network with SecoustiCodec's methods; the loop's `train(codec_factory=)`);
     None builds SecoustiCodec with the layer loop of `config.execution`."""
 
     config: ExperimentConfig
-    codec_factory: Callable[[Any], nn.Module] | None = None
+    codec_factory: CodecFactory | None = None
 
     def setup(self):
         cfg = self.config
