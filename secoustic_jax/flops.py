@@ -16,6 +16,9 @@ import dataclasses
 import time
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
+
 from secoustic_jax.config.model import CodecConfig, SEANetConfig, TransformerConfig
 
 
@@ -149,8 +152,6 @@ def train_step(cfg: CodecConfig, stage: int, batch: int, frames: int,
 
 def xla_flops(fn: Callable, *args, **kwargs) -> float:
     """FLOPs of `fn` as compiled by XLA (abstract args are fine: nothing is executed)."""
-    import jax
-
     compiled = jax.jit(fn).lower(*args, **kwargs).compile()
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
@@ -160,9 +161,6 @@ def xla_flops(fn: Callable, *args, **kwargs) -> float:
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     """Measured float32 matmul throughput of the default JAX device, in FLOP/s (median)."""
-    import jax
-    import jax.numpy as jnp
-
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     mm = jax.jit(lambda x: x @ x)
     mm(a).block_until_ready()

@@ -31,6 +31,7 @@ import json
 import pathlib
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,9 +180,8 @@ class Vocoder:
     @classmethod
     def init_random(cls, config: HiFTConfig, seed: int = 0, **kw) -> "Vocoder":
         """Random PyTorch-default weights (benchmarks and tests only)."""
-        from flax.linen import meta
         v = HiFT(config).init(jax.random.PRNGKey(seed), jnp.zeros((1, 4, config.in_channels)))
-        return cls(config, meta.unbox(v), f"hift-random:{seed}", **kw)
+        return cls(config, nn.meta.unbox(v), f"hift-random:{seed}", **kw)
 
     def export_state_dict(self) -> dict[str, np.ndarray]:
         """The official 227-entry layout (numpy, torch shapes, state-dict order)."""
@@ -291,7 +291,7 @@ def griffin_lim(mel: np.ndarray, seed: int = 0, n_iter: int = GL_ITERS) -> np.nd
     (`random_state=seed`) instead of numpy's global RNG, so it is deterministic. Then drop
     the first 384 samples (the front end's reflect padding) and keep 256 T.
     """
-    import librosa
+    import librosa  # optional: librosa (heavy)
 
     t = mel.shape[0]
     m = np.exp(mel.astype(np.float32)).T  # float32 as in the recipe (NNLS is 5x faster than f64)

@@ -13,21 +13,26 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "secoustic_jax"
 
 
+def _source_imports(source: str, filename: str = "<string>") -> set[str]:
+    """secoustic_jax modules (dotted, relative to the package) one source file imports,
+    at any depth: module level, inside functions, classes or conditionals."""
+    found = set()
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m.removeprefix("secoustic_jax.") for m in found if m.startswith("secoustic_jax.")}
+
+
 def _imports() -> dict[str, set[str]]:
     """secoustic_jax module (dotted, relative to the package) -> secoustic_jax modules it imports."""
     graph = {}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).with_suffix("")
         name = ".".join(p for p in rel.parts if p != "__init__") or "__init__"
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module)
-                found |= {f"{node.module}.{a.name}" for a in node.names}
-        graph[name] = {m.removeprefix("secoustic_jax.") for m in found
-                       if m.startswith("secoustic_jax.")}
+        graph[name] = _source_imports(path.read_text(), str(path))
     return graph
 
 
@@ -66,7 +71,23 @@ def test_no_library_module_imports_a_cli():
 
 
 def test_the_graph_sees_function_level_imports():
-    # Control: training/model.py imports the codec inside a function only; the walker must
-    # still see that edge (a module-level-only walker would miss it).
-    assert "model.codec" in GRAPH["training.model"]
+    # Control: the walker must see an import inside a function (and deeper: a method, a
+    # conditional), where a module-level-only walker would miss it.
+    source = (
+        "import numpy as np\n"
+        "from secoustic_jax.config.model import CodecConfig\n"
+        "\n"
+        "def build(cfg):\n"
+        "    from secoustic_jax.model.codec import SecoustiCodec\n"
+        "    return SecoustiCodec(cfg)\n"
+        "\n"
+        "class Runner:\n"
+        "    def run(self):\n"
+        "        if True:\n"
+        "            import secoustic_jax.eval.metrics\n"
+        "            from . import relative_is_ignored\n"
+    )
+    found = _source_imports(source)
+    assert {"model.codec", "model.codec.SecoustiCodec", "eval.metrics"} <= found
+    assert "config.model" in found and not any("relative" in m for m in found)
     assert GRAPH["ops.backend"] >= {"kernels"}

@@ -9,9 +9,11 @@ only warns): one warning per process, nothing is clipped.
 from __future__ import annotations
 
 import pathlib
+import struct
 import warnings
 
 import numpy as np
+import soundfile as sf
 
 from secoustic_jax.atomic import atomic_path
 
@@ -44,7 +46,7 @@ def resample(wav: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray
     """
     if sr == target_sr:
         return wav
-    import soxr  # host-only dependency
+    import soxr  # optional: soxr (host-only resampler, loaded when a rate differs)
 
     out = soxr.resample(wav.astype(np.float32, copy=False), sr, target_sr, quality="VHQ")
     return np.ascontiguousarray(out, dtype=np.float32)
@@ -98,8 +100,6 @@ def prepare_waveform(wav, sr: int, target_sr: int | None = TARGET_SR, *,
 
 def audio_info(path) -> tuple[int, int]:
     """(sample_rate, num_frames) of a file from its header. Raises AudioError if unreadable."""
-    import soundfile as sf
-
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/TypeError
@@ -110,8 +110,6 @@ def audio_info(path) -> tuple[int, int]:
 def wav_declared_frames(path) -> int | None:
     """Frames the RIFF/WAVE header's data chunk declares (None: not a plain WAV, or a
     streamed header with an unknown size). libsndfile silently reads what is there."""
-    import struct
-
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -145,8 +143,6 @@ def load_audio(path, target_sr: int | None = TARGET_SR, *,
       AudioError: missing, unreadable or corrupt file, a directory, empty audio, NaN/Inf
         samples, a truncated WAV under `strict`.
     """
-    import soundfile as sf
-
     p = pathlib.Path(path)
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, not an audio file")
@@ -172,8 +168,6 @@ def save_wav(path, wav, sr: int, subtype: str = "PCM_16") -> pathlib.Path:
     `subtype` is "PCM_16" (values beyond [-1, 1] are clipped by the format) or "FLOAT".
     Raises AudioError for bad shapes, NaN/Inf or an unknown subtype.
     """
-    import soundfile as sf
-
     if subtype not in ("PCM_16", "FLOAT"):
         raise AudioError(f"save_wav: subtype must be 'PCM_16' or 'FLOAT', got {subtype!r}")
     arr = np.asarray(wav)

@@ -22,7 +22,7 @@ from secoustic_jax.config.model import MelConfig
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis_cached(cfg: MelConfig) -> np.ndarray:
-    import librosa  # host only; imported lazily so importing this module stays cheap
+    import librosa  # optional: librosa (heavy; host only, keeps this import cheap)
 
     cfg.validate()
     basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,

@@ -41,7 +41,7 @@ def is_codec_dir(path) -> bool:
 
 def save(directory, cfg: CodecConfig, variables: Mapping) -> pathlib.Path:
     """Writes `variables` ({"params", "batch_stats"}) and `cfg` to `directory`, atomically."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save_file  # optional: safetensors
 
     target = pathlib.Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def read_config(directory) -> CodecConfig:
 
 def load(directory, config: CodecConfig | None = None) -> tuple[CodecConfig, dict]:
     """Reads (config, variables); a given `config` must equal the stored one."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file  # optional: safetensors
 
     stored = read_config(directory)
     if config is not None and config != stored:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+from collections import OrderedDict
 from typing import Mapping
 
 import numpy as np
@@ -28,7 +29,7 @@ METADATA_KEY = "secoustic_jax"
 
 def _import_torch():
     try:
-        import torch
+        import torch  # optional: torch (torch extra)
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise CheckpointError("reading or writing .pt files needs torch "
                               "(pip install torch==2.13.0, CPU build)") from e
@@ -57,8 +58,8 @@ def load_state_dict_with_metadata(path, *, trusted: bool = False):
     notes: list[str] = []
     meta: dict[str, str] = {}
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.numpy import load_file
+        from safetensors import safe_open  # optional: safetensors
+        from safetensors.numpy import load_file  # optional: safetensors
         try:
             sd = load_file(str(path))
             with safe_open(str(path), framework="numpy") as f:
@@ -112,12 +113,11 @@ def save_state_dict(path, state_dict: Mapping[str, np.ndarray],
         raise CheckpointError(f"{path}: unknown suffix (use .pt or .safetensors)")
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
+            from safetensors.numpy import save_file  # optional: safetensors
             save_file({k: np.array(v, order="C") for k, v in state_dict.items()}, tmp,
                       metadata={f"{METADATA_KEY}.{k}": v for k, v in metadata.items()} or None)
         else:
             torch = _import_torch()
-            from collections import OrderedDict
             sd = OrderedDict((k, torch.from_numpy(np.array(v, order="C")))
                              for k, v in state_dict.items())
             if metadata:

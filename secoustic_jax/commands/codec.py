@@ -22,6 +22,10 @@ import numpy as np
 
 from secoustic_jax import tokens_file
 from secoustic_jax.atomic import atomic_path
+from secoustic_jax.audio.io import expected_length, load_audio, save_wav
+from secoustic_jax.config.base import ConfigError, apply_overrides
+from secoustic_jax.config.model import codec_preset
+from secoustic_jax.config.train import load_experiment
 from secoustic_jax.precision import Precision, cli_type
 from secoustic_jax.quantizer.g_quant import G_BITS
 
@@ -33,7 +37,7 @@ EXPORT_SOURCES = (
 
 def codec_dir_source(path):
     """A `Codec.save` directory -> (config, variables), else None."""
-    from secoustic_jax.checkpoint import codec_store
+    from secoustic_jax.checkpoint import codec_store  # CLI: imported when the command runs
 
     if not codec_store.is_codec_dir(path):
         return None
@@ -60,14 +64,14 @@ def load_for_export(path):
 
 
 def _codec(args):
-    from secoustic_jax.api import Codec
+    from secoustic_jax.api import Codec  # CLI: imported when the command runs
 
     return Codec.load(args.ckpt, matmul_dtype=args.precision.matmul)
 
 
 def _vocoder(spec: str, conv_dtype: str = "float32"):
     try:
-        from secoustic_jax.vocoder import load_vocoder
+        from secoustic_jax.vocoder import load_vocoder  # CLI: imported when the command runs
     except ModuleNotFoundError as e:
         raise ValueError("wav output needs secoustic_jax.vocoder, which is not part of this "
                          "tree; write the mel with --out X.npy instead") from e
@@ -86,8 +90,6 @@ def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
 def _encode_file(codec, wav_path, prompt_path=None, strict: bool = False,
                  g_bits: int = 32) -> dict:
     """wav file -> the .npz payload: tokens [T'] int32, paralinguistic [d], lengths, variant."""
-    from secoustic_jax.audio.io import expected_length, load_audio
-
     sr = codec.config.mel.sample_rate
     # Read at the file's own rate: the peak check sees the samples as stored (resampling a
     # full-scale file overshoots 1.0), and Codec.mel resamples once.
@@ -118,8 +120,6 @@ def _decode_payload(codec, data: dict, out: pathlib.Path, vocoder: str, official
         return out
     if out.suffix != ".wav":
         raise ValueError(f"{out}: output must end in .npy (mel) or .wav (waveform)")
-    from secoustic_jax.audio.io import save_wav
-
     wav = np.asarray(_vocoder(vocoder, conv_dtype)(mel[None].astype(np.float32)))[0]
     if not official_length:
         wav = _fit_length(wav, int(data["num_samples"]))
@@ -133,15 +133,14 @@ def _import_config(args, meta: dict, sd):
     configs/*.py experiment), else the config the file records (an export of this
     project), else the --variant / detected official preset; --set overrides on top, all
     applied before one validation."""
-    from secoustic_jax.checkpoint.convert import detect_variant, recorded_config
-    from secoustic_jax.config.base import apply_overrides
+    from secoustic_jax.checkpoint.convert import (  # CLI: imported when the command runs
+        detect_variant, recorded_config)
 
     if args.config:
         cfg = _config_arg(args.config)
     elif "codec_config" in meta:
         cfg = recorded_config(meta, str(args.input))
     elif args.set:  # a non-preset network, e.g. the golden official-tiny configuration
-        from secoustic_jax.config.model import codec_preset
         cfg = codec_preset(args.variant or detect_variant(sd, str(args.input)))
     else:
         return None
@@ -149,15 +148,12 @@ def _import_config(args, meta: dict, sd):
 
 
 def _config_arg(text: str):
-    from secoustic_jax.config.base import ConfigError
-    from secoustic_jax.config.model import codec_preset
-
     p = pathlib.Path(text)
     if p.suffix == ".py":
-        from secoustic_jax.config.train import load_experiment
         return load_experiment(p).codec
     if p.suffix == ".json":
-        from secoustic_jax.checkpoint.convert import recorded_config
+        from secoustic_jax.checkpoint.convert import (  # CLI: imported when the command runs
+            recorded_config)
         if not p.is_file():
             raise ConfigError(f"--config {p}: no such file")
         data = json.loads(p.read_text())
@@ -167,8 +163,9 @@ def _config_arg(text: str):
 
 
 def cmd_import_torch(args) -> int:
-    from secoustic_jax.api import Codec
-    from secoustic_jax.checkpoint.torch_io import load_state_dict_with_metadata
+    from secoustic_jax.api import Codec  # CLI: imported when the command runs
+    from secoustic_jax.checkpoint.torch_io import (  # CLI: imported when the command runs
+        load_state_dict_with_metadata)
 
     t0 = time.perf_counter()
     print(f"reading {args.input} ...", file=sys.stderr, flush=True)
@@ -191,7 +188,7 @@ def cmd_import_torch(args) -> int:
 
 
 def cmd_export_torch(args) -> int:
-    from secoustic_jax.checkpoint.convert import export_codec
+    from secoustic_jax.checkpoint.convert import export_codec  # CLI: imported when the command runs
 
     cfg, variables = load_for_export(args.input)
     path = export_codec(variables, cfg, args.out)

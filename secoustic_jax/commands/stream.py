@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from secoustic_jax.audio.io import load_audio, save_wav
 from secoustic_jax.precision import Precision, cli_type
 
 
@@ -41,25 +42,24 @@ def register(subparsers) -> None:
 
 
 def _prompt_g(codec, wav, args, sr):
-    from secoustic_jax.audio.io import load_audio
     if args.prompt:
         pw, psr = load_audio(args.prompt, target_sr=None)  # peak checked as read
         return codec.prompt_embedding(codec.mel(pw, psr))[None]
     # A window of the input, already checked and resampled: log-mel it directly (Codec.mel
     # would check its resampled peak again).
-    from secoustic_jax.audio.mel import log_mel
+    from secoustic_jax.audio.mel import log_mel  # CLI: imported when the command runs
     pw = wav[: max(int(args.prompt_seconds * sr), 1024)]
     return codec.prompt_embedding(np.asarray(log_mel(pw[None], codec.config.mel))[0])[None]
 
 
 def _stream(codec, wav, g, m, args):
     """Runs the stream; returns (mel [T', 80] list, step times s, first-step time s)."""
-    from secoustic_jax.streaming import codec_steps as cs
-    from secoustic_jax.streaming.frontend import StreamingMel
+    from secoustic_jax.streaming import codec_steps as cs  # CLI: imported when the command runs
+    from secoustic_jax.streaming.frontend import StreamingMel  # CLI: imported when the command runs
     cfg, v = codec.config, codec.variables
     prec = args.precision
     if prec.stream_weights != "float32":
-        from secoustic_jax.streaming import lowp
+        from secoustic_jax.streaming import lowp  # CLI: imported when the command runs
         stacks = lowp.DECODER_STACKS if prec.stream_stacks == "decoder" else lowp.STACKS
         narrow = lowp.bf16_weights if prec.stream_weights == "bfloat16" else lowp.int8_weights
         v = narrow(v, stacks)
@@ -99,10 +99,10 @@ def _stream(codec, wav, g, m, args):
 
 
 def run(args) -> int:
-    from secoustic_jax.api import Codec
-    from secoustic_jax.audio.io import load_audio, save_wav
-    from secoustic_jax.streaming.frontend import lookahead_ms
-    from secoustic_jax.vocoder import fit_length, load_vocoder
+    from secoustic_jax.api import Codec  # CLI: imported when the command runs
+    from secoustic_jax.streaming.frontend import lookahead_ms  # CLI: imported when the command runs
+    from secoustic_jax.vocoder import (  # CLI: imported when the command runs
+        fit_length, load_vocoder)
     if not args.chunk_ms > 0:  # before loading anything; also catches NaN
         raise ValueError(f"--chunk-ms must be positive (a token is 11.61 ms at 86 Hz, 46.44 "
                          f"ms at 21.5 Hz), got {args.chunk_ms}")
@@ -122,7 +122,8 @@ def run(args) -> int:
     if voc.is_fallback:
         out = voc(mel)[0]
     else:
-        from secoustic_jax.streaming.vocode import StreamingVocoder, added_latency_ms
+        from secoustic_jax.streaming.vocode import (  # CLI: imported when the command runs
+            StreamingVocoder, added_latency_ms)
         sv = StreamingVocoder(voc, 1, args.vocoder_block)
         parts = [sv.push(mel[:, i:i + m * cfg.hop]) for i in range(0, mel.shape[1], m * cfg.hop)]
         out = np.concatenate(parts + [sv.flush()], axis=1)[0]

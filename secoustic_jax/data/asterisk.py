@@ -50,7 +50,7 @@ def spoken_text(raw: str) -> str:
 
 def decode_g722(path) -> np.ndarray:
     """Raw G.722 file -> float32 [N] at 16 kHz (fresh decoder for every file)."""
-    import G722
+    import G722  # optional: g722 (eval extra)
 
     data = pathlib.Path(path).read_bytes()
     if not data:
@@ -64,7 +64,7 @@ def pocketsphinx_align(wav16: np.ndarray, text: str) -> tuple[list[str], list[in
 
     Raises RuntimeError when a word is missing from the dictionary (the caller skips).
     """
-    from pocketsphinx import Decoder
+    from pocketsphinx import Decoder  # optional: pocketsphinx (eval extra)
 
     words = re.sub(r"[^a-z' ]", " ", normalize_text(text).lower()).split()
     if not words:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import json
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from secoustic_jax.data import report as R
 
@@ -20,8 +22,6 @@ SKIP = "_skip"
 
 def batch_sharding(mesh, batch_axes: tuple[str, ...]):
     """NamedSharding splitting the leading (batch) dim over the mesh axes in `batch_axes`."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
     axes = tuple(a for a in batch_axes if a in mesh.axis_names)
     if not axes:
         raise ValueError(f"none of the batch axes {batch_axes} is an axis of the mesh "
@@ -106,8 +106,6 @@ class BatchIterator:
     def _globalize(self, batch: dict) -> dict:
         if self.sharding is None:
             return batch
-        import jax
-
         return {k: jax.make_array_from_process_local_data(
             self.sharding, v, (self.global_batch,) + v.shape[1:]) for k, v in batch.items()}
 

@@ -11,11 +11,18 @@ import pathlib
 import sys
 import time
 
+from secoustic_jax.config.data import CorpusConfig
+from secoustic_jax.data import report as R
+from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
+from secoustic_jax.data.corpus import build_corpus
+from secoustic_jax.data.ingest import (IngestOptions, aishell3_items, ingest_items, libritts_items,
+                                       textgrid_items, write_ingest)
+from secoustic_jax.data.manifest import load_manifest
+from secoustic_jax.data.phones import PhoneInventory
+from secoustic_jax.data.textgrid import index_textgrids
+
 
 def _corpus_build(args) -> int:
-    from secoustic_jax.config.data import CorpusConfig
-    from secoustic_jax.data.corpus import build_corpus
-
     cfg = CorpusConfig(size=str(args.size), seed=args.seed, workers=args.workers,
                        voices=tuple(v for v in (args.voices or "").split(",") if v),
                        heldout_voice=args.heldout if args.heldout is not None
@@ -25,9 +32,6 @@ def _corpus_build(args) -> int:
 
 
 def _validate(args) -> int:
-    from secoustic_jax.data.manifest import load_manifest
-    from secoustic_jax.data.phones import PhoneInventory
-
     bad = 0
     for path in args.manifests:
         p = pathlib.Path(path)
@@ -41,8 +45,6 @@ def _validate(args) -> int:
 
 
 def _finish(out: pathlib.Path, name: str, records, rep, t0: float) -> int:
-    from secoustic_jax.data.ingest import write_ingest
-
     path = write_ingest(out, name, records, rep)
     print(rep.summary())
     speakers = len({r["speaker"] for r in records})
@@ -53,8 +55,6 @@ def _finish(out: pathlib.Path, name: str, records, rep, t0: float) -> int:
 
 
 def _opts(args, corpus: str, language: str):
-    from secoustic_jax.data.ingest import IngestOptions
-
     return IngestOptions(corpus=corpus, language=language,
                          alignments=pathlib.Path(args.alignments) if args.alignments else None,
                          require_alignment=not args.allow_unaligned, phone_set=args.phone_set,
@@ -62,9 +62,6 @@ def _opts(args, corpus: str, language: str):
 
 
 def _ingest_libritts(args) -> int:
-    from secoustic_jax.data import report as R
-    from secoustic_jax.data.ingest import ingest_items, libritts_items
-
     t0, out = time.time(), pathlib.Path(args.out)
     corpus = "libritts_r" if args.restored else "libritts"
     pre = R.SkipReport("layout")
@@ -74,9 +71,6 @@ def _ingest_libritts(args) -> int:
 
 
 def _ingest_aishell3(args) -> int:
-    from secoustic_jax.data import report as R
-    from secoustic_jax.data.ingest import aishell3_items, ingest_items
-
     t0, out = time.time(), pathlib.Path(args.out)
     pre = R.SkipReport("layout")
     items = list(aishell3_items(args.root, pre))
@@ -85,9 +79,6 @@ def _ingest_aishell3(args) -> int:
 
 
 def _ingest_textgrid(args) -> int:
-    from secoustic_jax.data.ingest import ingest_items, textgrid_items
-    from secoustic_jax.data.textgrid import index_textgrids
-
     t0, out = time.time(), pathlib.Path(args.out)
     args.alignments = args.alignments or args.root
     grids = index_textgrids(args.alignments)
@@ -98,8 +89,6 @@ def _ingest_textgrid(args) -> int:
 
 
 def _ingest_asterisk(args) -> int:
-    from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
-
     t0, out = time.time(), pathlib.Path(args.out)
     recs, rep = import_asterisk(out, args.sounds or SOUNDS, args.transcripts or TRANSCRIPTS,
                                 align_phones=args.align, limit=args.limit)

@@ -24,11 +24,13 @@ import zlib
 import numpy as np
 
 from secoustic_jax.audio.io import prepare_waveform, save_wav
+from secoustic_jax.config.base import to_dict
 from secoustic_jax.config.data import CorpusConfig
 from secoustic_jax.data import align, manifest, report as R
 from secoustic_jax.data.phones import SIL, PhoneError, PhoneInventory, normalise
 from secoustic_jax.data.sentences import generate_sentences, split_sentences
-from secoustic_jax.data.synth import VOICES, Job, SynthError, Synthesized, Voice, synthesize
+from secoustic_jax.data.synth import (VOICES, Job, SynthError, Synthesized, Voice, engine_versions,
+                                      synthesize)
 
 TINY_VOICES = ("flite_kal16", "flite_slt", "espeak_en-us+f3", "flite_rms")
 DEFAULT_VOICES = ("festival_kal", "festival_ked", "festival_slt", "flite_kal16", "flite_awb",
@@ -161,8 +163,6 @@ def _tasks(jobs: dict[str, list]) -> list[tuple[str, list]]:
 
 def build_corpus(out, cfg: CorpusConfig = CorpusConfig(), *, log=print) -> dict:
     """Builds the corpus under `out`; returns the summary written to meta.json."""
-    from secoustic_jax.data.synth import engine_versions
-
     t0 = time.time()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,8 +189,6 @@ def build_corpus(out, cfg: CorpusConfig = CorpusConfig(), *, log=print) -> dict:
 
 def _write_outputs(out: pathlib.Path, cfg: CorpusConfig, records: list[dict],
                    rep: R.SkipReport, versions: dict, seconds: float, log) -> dict:
-    from secoustic_jax.config.base import to_dict
-
     inv = PhoneInventory.from_records(records)
     inv.save(out / "phones.json")
     split_counts = {}

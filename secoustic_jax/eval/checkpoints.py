@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import pathlib
 
+from secoustic_jax.api import Codec
+from secoustic_jax.checkpoint import codec_store
+from secoustic_jax.eval.evaluate import checkpoint_entry
+from secoustic_jax.training.checkpoint import load_codec_variables
+
 
 def checkpoint_kind(path) -> str:
     """"codec_dir", "training_workdir" or "official" for `path`; ValueError otherwise."""
-    from secoustic_jax.checkpoint import codec_store
-
     p = pathlib.Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
@@ -42,9 +45,6 @@ def _training_step_dir(workdir: pathlib.Path, step: int | None) -> pathlib.Path:
 
 def load_codec(path, variant: str | None = None, *, step: int | None = None):
     """-> (api.Codec, checkpoint entry {path, kind, sha256[, step]}) for report headers."""
-    from secoustic_jax.api import Codec
-    from secoustic_jax.eval.evaluate import checkpoint_entry
-
     p = pathlib.Path(path)
     kind = checkpoint_kind(p)
     if kind == "official":
@@ -55,8 +55,6 @@ def load_codec(path, variant: str | None = None, *, step: int | None = None):
                          f"{kind} {p} stores its config")
     if kind == "codec_dir":
         return Codec.load(p), checkpoint_entry(p, kind)
-    from secoustic_jax.training.checkpoint import load_codec_variables
-
     config, variables = load_codec_variables(p, step)
     step_dir = _training_step_dir(p, step)
     entry = checkpoint_entry(step_dir, kind)

@@ -19,14 +19,17 @@ import dataclasses
 import functools
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 
 from secoustic_jax.api import bucket_length
+from secoustic_jax.audio.mel import log_mel
+from secoustic_jax.model.codec import SecoustiCodec
+from secoustic_jax.quantizer.g_quant import roundtrip_g
 
 # Batches group items of one bucket: 4 steps per octave (up to 25 % padding) keeps batches
 # full and the executables few; each padded batch is a bucket of the api's finer rule too.
 EVAL_STEPS_PER_OCTAVE = 4
-from secoustic_jax.quantizer.g_quant import roundtrip_g
 
 HOP_SAMPLES = 256
 FRONT_PAD = 384
@@ -82,8 +85,6 @@ def pow2_pad(idx: list[int]) -> list[int]:
 def batch_mel(wavs: Sequence[np.ndarray], frames: int, mel_cfg) -> np.ndarray:
     """Log-mels of waveforms [N_i] as one batch -> [B, frames + 1, 80]; item i is exact in
     its first floor(N_i / 256) frames (see the module docstring). `frames` >= max T_i."""
-    from secoustic_jax.audio.mel import log_mel
-
     width = frames * HOP_SAMPLES + FRONT_PAD
     batch = np.zeros((len(wavs), width), np.float32)
     for i, w in enumerate(wavs):
@@ -96,10 +97,6 @@ def batch_mel(wavs: Sequence[np.ndarray], frames: int, mel_cfg) -> np.ndarray:
 def _semantic_jit(cfg):
     """Jitted (variables, tokens [B, T']) -> decoded code embeddings S = project_out(codes)
     [B, T', d], one per config (like the api's entry points)."""
-    import jax
-
-    from secoustic_jax.model.codec import SecoustiCodec
-
     module = SecoustiCodec(cfg)
     return jax.jit(lambda v, t: module.apply(v, t, method=lambda m, x: m.fsq.decode(x)))
 

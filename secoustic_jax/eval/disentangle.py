@@ -26,7 +26,18 @@ import math
 import pathlib
 import sys
 
+import jax
 import numpy as np
+
+from secoustic_jax.api import Codec
+from secoustic_jax.audio.io import load_audio
+from secoustic_jax.data.features import utterance_mel
+from secoustic_jax.data.manifest import audio_path, load_manifest
+from secoustic_jax.data.synth import VOICES
+from secoustic_jax.eval.checkpoints import load_codec
+from secoustic_jax.eval.probe import bag_of_tokens, speaker_probe
+from secoustic_jax.eval.speaker import SPEAKER_SR, speaker_embedding
+from secoustic_jax.model.codec import SecoustiCodec
 
 Z95 = 1.959964
 
@@ -57,17 +68,12 @@ class Utterance:
 
 def underlying_speaker(voice: str) -> str:
     """Voice id -> class label: voices built from one recorded speaker share a label."""
-    from secoustic_jax.data.synth import VOICES
-
     v = VOICES.get(voice.split(":", 1)[-1])  # manifest ids: "synthetic:<voice>"
     same = v.speaker_group if v is not None else ""
     return same or voice
 
 
 def load_utterances(manifests, limit: int | None = None) -> list[Utterance]:
-    from secoustic_jax.data.features import utterance_mel
-    from secoustic_jax.data.manifest import audio_path, load_manifest
-
     out = []
     for m in manifests:
         recs, _ = load_manifest(m)
@@ -93,11 +99,6 @@ def _batches(utts: list[Utterance], hop: int, size: int = 16):
 
 def codec_features(codec, utts: list[Utterance]) -> dict[str, np.ndarray]:
     """G, time-pooled S and the token histogram of every utterance -> {name: [N, D]}."""
-    import jax
-
-    from secoustic_jax.eval.probe import bag_of_tokens
-    from secoustic_jax.model.codec import SecoustiCodec
-
     cfg = codec.config
     embed = jax.jit(lambda v, t: SecoustiCodec(cfg).apply(v, t, method=lambda m, x: m.fsq.decode(x)))
     n, d = len(utts), cfg.transformer.d_model
@@ -116,9 +117,6 @@ def codec_features(codec, utts: list[Utterance]) -> dict[str, np.ndarray]:
 def speaker_embeddings(utts: list[Utterance], cache: pathlib.Path | None = None) -> np.ndarray:
     """resemblyzer embeddings [N, 256] of the original audio, cached by utterance id (they
     depend on the audio only, not on any checkpoint)."""
-    from secoustic_jax.audio.io import load_audio
-    from secoustic_jax.eval.speaker import SPEAKER_SR, speaker_embedding
-
     known = {}
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
@@ -136,8 +134,6 @@ def speaker_embeddings(utts: list[Utterance], cache: pathlib.Path | None = None)
 def baseline_features(codec, utts: list[Utterance], seed: int = 0,
                       embedding_cache: pathlib.Path | None = None) -> dict[str, np.ndarray]:
     """G of a randomly initialised codec, and resemblyzer embeddings of the original audio."""
-    from secoustic_jax.api import Codec
-
     rand = Codec.init(codec.config, seed=seed)
     g = np.zeros((len(utts), codec.config.transformer.d_model))
     for idx, mel, lens in _batches(utts, codec.config.hop):
@@ -148,8 +144,6 @@ def baseline_features(codec, utts: list[Utterance], seed: int = 0,
 def run(codec, utts: list[Utterance], n_splits: int = 5, baselines: bool = True,
         embedding_cache: pathlib.Path | None = None) -> dict:
     """-> {"n_utterances", "n_speakers", "features": {name: probe result + CI}}."""
-    from secoustic_jax.eval.probe import speaker_probe
-
     feats = codec_features(codec, utts)
     if baselines:
         feats.update(baseline_features(codec, utts, embedding_cache=embedding_cache))
@@ -174,8 +168,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    from secoustic_jax.eval.checkpoints import load_codec
-
     manifests = list(args.manifest)
     if args.corpus:
         manifests += [pathlib.Path(args.corpus) / f"{s}.jsonl"

@@ -25,8 +25,8 @@ METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 
 @functools.lru_cache(maxsize=1)
 def _model():
-    import onnxruntime as ort
-    from speechmos import dnsmos as sm
+    import onnxruntime as ort  # optional: onnxruntime (with piper-tts)
+    from speechmos import dnsmos as sm  # optional: speechmos (eval extra)
 
     root = os.path.join(os.path.dirname(sm.__file__), "dnsmos_models")
     primary, p808 = os.path.join(root, "sig_bak_ovr.onnx"), os.path.join(root, "model_v8.onnx")

@@ -18,14 +18,17 @@ is closed, and is the only part of report.json that is not bit-reproducible.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 from typing import Sequence
 
+import jax
 import numpy as np
 
-from secoustic_jax.eval import codec_run, report, scoring, vc as vcmod
+from secoustic_jax.eval import asr, codec_run, dnsmos, report, scoring, speaker, vc as vcmod
 from secoustic_jax.eval.assemble import SetResult, assemble_set, write_outputs
+from secoustic_jax.eval.timing import timing_section
 from secoustic_jax.precision import Precision
 from secoustic_jax.quantizer.g_quant import G_BITS
 
@@ -66,7 +69,7 @@ class EvalOptions:
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    from tqdm import tqdm  # optional: tqdm (progress bar only)
 
     return tqdm(total=total, desc=desc, unit="utt", disable=not enabled, dynamic_ncols=True,
                 leave=True)
@@ -150,8 +153,6 @@ def evaluate_set(codec, vocoder, ts, scorer: scoring.Scorer, opts: EvalOptions) 
 def checkpoint_entry(path, kind: str) -> dict:
     """{"path", "kind", "sha256"} of a checkpoint file, or of a directory (sha256 over
     the sorted relative paths and contents of its files)."""
-    import hashlib
-
     p = pathlib.Path(path)
     if p.is_file():
         return {"path": str(p), "kind": kind, "sha256": report.file_sha256(p)}
@@ -167,10 +168,6 @@ def checkpoint_entry(path, kind: str) -> dict:
 def build_header(codec, vocoder, opts: EvalOptions, sets, checkpoint: dict | None,
                  extra: dict | None = None) -> dict:
     """Provenance for report.json (evaluation.md §7)."""
-    import jax
-
-    from secoustic_jax.eval import asr, dnsmos, speaker
-
     info = {"checkpoint": checkpoint, "variant": codec.config.variant,
             "device": str(jax.devices()[0]),
             "precision": {"compute_dtype": codec.config.compute_dtype,
@@ -205,8 +202,6 @@ def evaluate(codec, vocoder, sets: Sequence, out_dir, opts: EvalOptions = EvalOp
             results.append(evaluate_set(codec, vocoder, ts, scorer, opts))
     timing = None
     if opts.timing:
-        from secoustic_jax.eval.timing import timing_section
-
         wavs = [u.wav for u in sets[0].utterances[:20]]
         timing = timing_section(codec, vocoder, wavs, results[0].first_g, opts.timing_repeats)
     header = build_header(codec, vocoder, opts, sets, checkpoint, header_extra)

@@ -83,7 +83,7 @@ class PesqResult:
 
 def pesq_score(ref, deg, mode: str = "wb", fs: int = EVAL_SR) -> PesqResult:
     """PESQ of `deg [N]` against `ref [N]` at 16 kHz, `mode` "wb" (headline) or "nb"."""
-    from pesq import PesqError, pesq  # lazy: keep imports light for non-eval users
+    from pesq import PesqError, pesq  # optional: pesq (eval extra)
 
     if mode not in ("wb", "nb"):
         raise ValueError(f"PESQ mode must be 'wb' or 'nb', got {mode!r}")
@@ -102,7 +102,7 @@ def stoi_score(ref, deg, extended: bool = False, fs: int = EVAL_SR) -> tuple[flo
     """(Extended) STOI of `deg [N]` against `ref [N]`. Returns (value, failure reason):
     pystoi warns and returns 1e-5 when too little non-silent speech remains (< ~0.4 s);
     that value is meaningless, so it comes back as NaN with a reason."""
-    from pystoi import stoi
+    from pystoi import stoi  # optional: pystoi (eval extra)
 
     _check_fs(fs)
     r, d = _as_pair(ref, deg)
@@ -164,7 +164,7 @@ def estimate_lag(ref, deg, max_lag: int = MAX_LAG) -> int:
     Positive means `deg` is delayed: deg[n] ≈ ref[n − lag]. `ref [N1]`, `deg [N2]` may
     differ in length. Raises ValueError if either signal is all zero (no defined peak).
     """
-    from scipy.signal import correlate, correlation_lags
+    from scipy.signal import correlate, correlation_lags  # optional: scipy.signal (~2 s)
 
     r, d = _as_signal(ref, "ref"), _as_signal(deg, "deg")
     if not np.any(r) or not np.any(d):

@@ -49,10 +49,10 @@ def _check_inputs(features, labels, groups, n_splits: int) -> tuple[np.ndarray, 
 def probe_accuracy(features, labels, groups, n_splits: int = DEFAULT_SPLITS) -> ProbeResult:
     """Cross-validated linear-probe accuracy of `labels [N]` from `features [N, D]`, with
     folds from GroupKFold(n_splits) over `groups [N]`. Deterministic (no shuffling)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # optional: scikit-learn (eval extra)
+    from sklearn.model_selection import GroupKFold  # optional: scikit-learn (eval extra)
+    from sklearn.pipeline import make_pipeline  # optional: scikit-learn (eval extra)
+    from sklearn.preprocessing import StandardScaler  # optional: scikit-learn (eval extra)
 
     x, y, g = _check_inputs(features, labels, groups, n_splits)
     correct = 0

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from secoustic_jax.atomic import write_text
+from secoustic_jax.audio.io import save_wav
 from secoustic_jax.eval import report_md, report_plots, stats
 
 FORMAT = "secoustic-eval-report"
@@ -140,8 +141,6 @@ def _summary(records, corpus, codebook) -> dict:
 def _audio_artifacts(out_dir: pathlib.Path, audio: Sequence[Mapping]) -> list[dict]:
     """Writes {"utt_id","label","wav","sr"} entries to audio/*.wav; keeps {"path"} entries
     as links relative to the report folder."""
-    from secoustic_jax.audio.io import save_wav
-
     out = []
     for i, a in enumerate(audio):
         if "utt_id" not in a or "label" not in a:

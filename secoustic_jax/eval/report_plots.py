@@ -21,8 +21,8 @@ def safe_name(*parts: str) -> str:
 
 
 def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional: matplotlib (heavy)
+    from matplotlib.figure import Figure  # optional: matplotlib (heavy)
 
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)

@@ -12,11 +12,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing
+import warnings
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from secoustic_jax.eval.metrics import EVAL_SR
+from secoustic_jax.audio.io import resample
+from secoustic_jax.audio.mel import log_mel_numpy
+from secoustic_jax.eval import asr, metrics, speaker
+from secoustic_jax.eval.dnsmos import METRICS, dnsmos
+from secoustic_jax.eval.metrics import EVAL_SR, mel_distances
+from secoustic_jax.vocoder import fit_length, griffin_lim
 
 ASR_THREADS = 1  # fixed: CTranslate2 int8 GEMM results may depend on the thread count
 CODEC_SR = 22050
@@ -58,7 +64,7 @@ class Scored:
 def _torch_one_thread() -> None:
     """resemblyzer's float32 LSTM reduces in an order that depends on torch's thread
     count; fixing it at 1 (workers and in-process alike) keeps embeddings identical."""
-    import torch
+    import torch  # optional: torch (torch extra; resemblyzer needs it)
 
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
@@ -66,23 +72,16 @@ def _torch_one_thread() -> None:
 
 def _init_worker() -> None:
     """Worker set-up: quiet warnings (the parent reports failures per metric)."""
-    import warnings
-
     warnings.filterwarnings("ignore")
 
 
 def _output_wav(job: Job) -> np.ndarray:
-    from secoustic_jax.vocoder import fit_length, griffin_lim
-
     wav = griffin_lim(np.asarray(job.mel, np.float32), seed=job.seed) if job.wav is None else job.wav
     return fit_length(np.asarray(wav, np.float32), job.num_samples)
 
 
 def _audio_mel(job: Job, wav: np.ndarray, out: Scored) -> None:
     """Audio-domain mel distances: the front end on output vs input (evaluation.md §4.4)."""
-    from secoustic_jax.audio.mel import log_mel_numpy
-    from secoustic_jax.eval.metrics import mel_distances
-
     ref = log_mel_numpy(job.input_wav)
     deg = log_mel_numpy(wav)
     d = mel_distances(ref, deg)
@@ -90,8 +89,6 @@ def _audio_mel(job: Job, wav: np.ndarray, out: Scored) -> None:
 
 
 def _signal_metrics(job: Job, deg16: np.ndarray, out: Scored) -> None:
-    from secoustic_jax.eval import metrics
-
     if job.ref16.shape[0] < AUDIO_MIN_S * EVAL_SR:
         why = f"utterance shorter than {AUDIO_MIN_S} s (E1-1s rule, evaluation.md §3)"
         for name in metrics.AUDIO_METRICS:
@@ -108,8 +105,6 @@ def _signal_metrics(job: Job, deg16: np.ndarray, out: Scored) -> None:
 
 
 def _asr(signal16: np.ndarray, out: Scored) -> None:
-    from secoustic_jax.eval import asr
-
     try:
         out.hyp = asr.transcribe(signal16, cpu_threads=ASR_THREADS)
     except ValueError as e:
@@ -117,8 +112,6 @@ def _asr(signal16: np.ndarray, out: Scored) -> None:
 
 
 def _embed(signal16: np.ndarray, out: Scored, long_enough: bool) -> None:
-    from secoustic_jax.eval import speaker
-
     _torch_one_thread()
 
     if not long_enough:
@@ -132,8 +125,6 @@ def _embed(signal16: np.ndarray, out: Scored, long_enough: bool) -> None:
 
 def score(job: Job) -> Scored:
     """Scores one job (pure function of the job's contents)."""
-    from secoustic_jax.audio.io import resample
-
     out = Scored(job.key, {}, {})
     long_enough = job.ref16.shape[0] >= AUDIO_MIN_S * EVAL_SR
     if job.is_reference:
@@ -157,8 +148,6 @@ def score(job: Job) -> Scored:
 
 
 def _mos(signal16: np.ndarray, out: Scored) -> None:
-    from secoustic_jax.eval.dnsmos import METRICS, dnsmos
-
     try:
         out.metrics.update(dnsmos(signal16))
     except ValueError as e:

@@ -26,7 +26,7 @@ def load_speaker_encoder():
             with warnings.catch_warnings():
                 # webrtcvad imports pkg_resources, which setuptools 80 flags as deprecated.
                 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-                from resemblyzer import VoiceEncoder
+                from resemblyzer import VoiceEncoder  # optional: resemblyzer (eval extra)
             _ENCODER = VoiceEncoder(device="cpu", verbose=False)
         return _ENCODER
 
@@ -46,7 +46,7 @@ def speaker_embedding(wav16k) -> np.ndarray:
         # resemblyzer's volume normalisation would divide by zero and produce NaNs.
         raise ValueError("speaker_embedding: all-zero signal has no speaker")
     encoder = load_speaker_encoder()
-    from resemblyzer import preprocess_wav
+    from resemblyzer import preprocess_wav  # optional: resemblyzer (eval extra)
 
     wav = preprocess_wav(np.ascontiguousarray(x, dtype=np.float32), source_sr=SPEAKER_SR)
     if wav.size == 0 or not np.any(wav):

@@ -18,6 +18,7 @@ import pathlib
 import numpy as np
 
 from secoustic_jax.audio.io import AudioError, load_audio, resample
+from secoustic_jax.data.manifest import audio_path, load_manifest
 from secoustic_jax.eval.metrics import EVAL_SR
 
 CODEC_SR = 22050
@@ -102,8 +103,6 @@ def from_manifest(path, name: str | None = None, *, limit: int | None = None,
     (counted as skipped); `per_speaker` keeps the first N of each speaker; `limit` keeps
     the first N kept utterances.
     """
-    from secoustic_jax.data.manifest import audio_path, load_manifest
-
     path = pathlib.Path(path)
     records, rep = load_manifest(path)
     skipped = [(s.item, f"{s.kind}: {s.reason}") for s in rep.items]

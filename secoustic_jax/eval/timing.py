@@ -12,16 +12,23 @@ streaming step computes exactly the offline graph restricted to the first hop bl
 causal layers have no history yet), so it is timed as one jitted function: front end on
 the 640 (86 Hz) / 1408 (21.5 Hz) samples that must arrive first -> encode -> decode the
 first token with a precomputed G. The steady-state per-step time needs the streaming
-module's KV-ring state and is taken from `secoustic_jax.streaming` when present.
+module's KV-ring state and is taken from `secoustic_jax.streaming`.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from secoustic_jax.audio.mel import log_mel
+from secoustic_jax.streaming.codec_steps import decode_step, encode_step, init_state
+from secoustic_jax.streaming.frontend import StreamingMel
 
 SECONDS = 10.0
 SR = 22050
@@ -32,8 +39,6 @@ def time_fn(fn: Callable[[], object], repeats: int = 5) -> dict:
     """{compile_s (first call), median_s, min_s, max_s, cpu_median_s, runs} of fn() after
     one warm-up. cpu = process CPU seconds (all threads): robust to other processes on
     the cores, and wall ~ cpu / cores when XLA keeps every core busy on idle cores."""
-    import jax
-
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     t0 = time.perf_counter()
@@ -61,8 +66,6 @@ def ten_second_input(wavs=(), seed: int = 0) -> np.ndarray:
 
 def measure_rtf(codec, vocoder, wav: np.ndarray, repeats: int = 5) -> dict:
     """Per-stage timings on a 10 s waveform `wav [220500]` (batch 1) -> {stage: timing}."""
-    from secoustic_jax.audio.mel import log_mel
-
     if wav.shape != (N_SAMPLES,):
         raise ValueError(f"RTF input must be [{N_SAMPLES}] samples (10 s at 22.05 kHz), got {wav.shape}")
     cfg = codec.config
@@ -104,11 +107,6 @@ def algorithmic_latency(cfg) -> dict:
 
 def first_frame(codec, g: np.ndarray, repeats: int = 20) -> dict:
     """Compute latency of the first token + its hop mel frames, batch 1 (module doc)."""
-    import jax
-    import jax.numpy as jnp
-
-    from secoustic_jax.audio.mel import log_mel
-
     cfg = codec.config
     n = algorithmic_latency(cfg)["samples"]
     module = codec.module
@@ -130,10 +128,6 @@ def first_frame(codec, g: np.ndarray, repeats: int = 20) -> dict:
 
 def _stream_step(codec, state, fe, samples, g):
     """One streaming step: front end on new samples, encode the ready tokens, decode them."""
-    import jax
-
-    from secoustic_jax.streaming.codec_steps import decode_step, encode_step
-
     mel = fe.push(samples)
     if mel.shape[1] == 0:
         return state, None
@@ -149,9 +143,6 @@ def streaming_latency(codec, g: np.ndarray, steps: int = 200, warm_tokens: int =
     over `first_repeats` freshly initialised states, after a warm-up on another state) and
     the steady-state step time, median and p90 over `steps` steps beyond token
     `warm_tokens` (KV ring full)."""
-    from secoustic_jax.streaming.codec_steps import init_state
-    from secoustic_jax.streaming.frontend import StreamingMel
-
     cfg = codec.config
     block = cfg.samples_per_token
     first = algorithmic_latency(cfg)["samples"]
@@ -189,20 +180,12 @@ def streaming_latency(codec, g: np.ndarray, steps: int = 200, warm_tokens: int =
 
 
 def streaming_steps(codec, g) -> dict:
-    """`streaming_latency` when `secoustic_jax.streaming` is importable; otherwise why not."""
-    try:
-        from secoustic_jax.streaming import codec_steps, frontend  # noqa: F401
-    except ImportError as e:
-        return {"status": f"not measured: secoustic_jax.streaming unavailable ({e})"}
+    """The report's streaming latencies: `streaming_latency` with its defaults."""
     return streaming_latency(codec, g)
 
 
 def timing_section(codec, vocoder, wavs, g, repeats: int = 5) -> dict:
     """The report's `timing` section: RTF per stage, latencies, device and threads."""
-    import os
-
-    import jax
-
     wav = ten_second_input(wavs)
     return {
         "input": {"seconds": SECONDS, "samples": N_SAMPLES, "batch": 1, "repeats": repeats},

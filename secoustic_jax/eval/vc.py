@@ -14,6 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from secoustic_jax.eval import probe
+from secoustic_jax.eval.probe import bag_of_tokens
+from secoustic_jax.eval.speaker import cosine as _cos
+
 PROMPT_FRAMES = 300  # a full paralinguistic crop (3.48 s)
 HOP_SAMPLES = 256
 
@@ -99,8 +103,6 @@ def pair_id(utts: Sequence, pair: VCPair) -> str:
 
 
 def cosine(a, b) -> float:
-    from secoustic_jax.eval.speaker import cosine as _cos
-
     return _cos(a, b)
 
 
@@ -129,8 +131,6 @@ def cross_speaker_floor(utts: Sequence, embeddings: dict[int, np.ndarray]) -> fl
 def probe_features(outputs: Sequence, num_codes: int) -> dict[str, np.ndarray]:
     """§6 features per utterance: (a) bag of tokens [N, num_codes], (b) mean decoded code
     embedding S [N, d], (c) G [N, d]."""
-    from secoustic_jax.eval.probe import bag_of_tokens
-
     return {"tokens": np.stack([bag_of_tokens(o.tokens, num_codes) for o in outputs]),
             "semantic": np.stack([o.semantic_mean for o in outputs]),
             "G": np.stack([o.g for o in outputs])}
@@ -140,8 +140,6 @@ def run_probes(utts: Sequence, outputs: Sequence, num_codes: int,
                prefix: str = "") -> tuple[dict, list[str]]:
     """Speaker probe (grouped by text) and, when texts are shared across speakers, the
     content probe (grouped by speaker) for each feature. -> (probe dict, notes)."""
-    from secoustic_jax.eval import probe
-
     notes: list[str] = []
     voices = np.asarray([u.group for u in utts])
     texts = np.asarray([u.text or u.utt_id for u in utts])

@@ -39,6 +39,11 @@ import shutil
 import subprocess
 import tempfile
 
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
 HERE = pathlib.Path(__file__).parent
 SOURCES = tuple(HERE / n for n in ("common.h", "matvec.cc", "ring_attention.cc",
                                    "window_attention.cc", "conv_bf16.cc"))
@@ -61,8 +66,6 @@ def _cache_dir() -> pathlib.Path:
 
 def library_path() -> pathlib.Path:
     """Where the library for these sources, jaxlib and flag set lives (built or not)."""
-    import jaxlib
-
     h = hashlib.sha256()
     for src in SOURCES:
         h.update(src.name.encode() + b"\0" + src.read_bytes())
@@ -77,8 +80,6 @@ def build(force: bool = False) -> pathlib.Path:
     Written to a temporary file and renamed, so a concurrent or interrupted build never
     leaves a half-written library under the final name.
     """
-    import jax
-
     out = library_path()
     if out.exists() and not force:
         return out
@@ -115,8 +116,6 @@ def _library() -> ctypes.CDLL:
 @functools.cache
 def load() -> tuple[str, ...]:
     """Builds if needed, loads the library and registers its FFI targets (once per process)."""
-    import jax
-
     lib = _library()
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
@@ -129,8 +128,6 @@ def stage_cpu_branch() -> bool:
     the CPU. `lax.platform_dependent` traces every branch on every platform, and the
     kernel branch builds and loads this library at trace time, so on a TPU/GPU host the
     callers stage their XLA form alone (no C++ compiler needed there)."""
-    import jax
-
     return jax.default_backend() == "cpu"
 
 
@@ -138,8 +135,6 @@ def cpu_or_default(*operands, cpu, default):
     """`lax.platform_dependent(*operands, cpu=cpu, default=default)` where
     `stage_cpu_branch()`, else `default(*operands)` alone: how every caller of these
     kernels dispatches between the custom call and its XLA form."""
-    import jax
-
     if not stage_cpu_branch():
         return default(*operands)
     return jax.lax.platform_dependent(*operands, cpu=cpu, default=default)
@@ -147,9 +142,6 @@ def cpu_or_default(*operands, cpu, default):
 
 def _call(target: str, shape, *args, **attrs):
     load()
-    import jax
-    import jax.numpy as jnp
-
     return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
                             vmap_method="sequential")(*args, **attrs)
 
@@ -160,8 +152,6 @@ def bf16_matvec(x, w):
     Deterministic (bit-identical across calls and thread schedules). CPU only; no
     gradient (it is an inference kernel).
     """
-    import jax.numpy as jnp
-
     if w.ndim != 2 or w.dtype != jnp.bfloat16:
         raise ValueError(f"bf16_matvec: w must be bf16[K, N], got {w.dtype}{list(w.shape)}")
     return _matvec("bf16_matvec", x, w)
@@ -169,8 +159,6 @@ def bf16_matvec(x, w):
 
 def _matvec(name: str, x, w, *extra):
     """x [..., K] against a checked narrow w [K, N] (plus `extra` operands) -> [..., N]."""
-    import jax.numpy as jnp
-
     if x.shape[-1:] != w.shape[:1]:
         raise ValueError(f"{name}: x {list(x.shape)} does not contract with "
                          f"{list(w.shape)}")
@@ -185,8 +173,6 @@ def int8_matvec(x, q, scale):
     The product accumulates like `bf16_matvec` (k order, one fma per term, bit-identical
     rows at any batch), then each column is multiplied by its scale (one rounding).
     """
-    import jax.numpy as jnp
-
     if q.ndim != 2 or q.dtype != jnp.int8:
         raise ValueError(f"int8_matvec: q must be int8[K, N], got {q.dtype}{list(q.shape)}")
     if scale.shape != q.shape[1:]:
@@ -201,9 +187,6 @@ def _ring_bits(name: str, a, ring, contract_axis: int):
     A bf16 array is bitcast here, which XLA:CPU materialises as a copy: streaming rings are
     stored as uint16 already (ops.reference.BF16_BITS).
     """
-    import jax
-    import jax.numpy as jnp
-
     if ring.ndim != 3 or ring.dtype not in (jnp.bfloat16, jnp.uint16):
         raise ValueError(f"{name}: the ring must be bf16[G, C, D] (or its uint16 bit "
                          f"patterns), got {ring.dtype}{list(ring.shape)}")
@@ -219,8 +202,6 @@ def bf16_scores(q, k):
 
     Each dot: 16-lane float32 partial sums over D, then a fixed reduction; deterministic.
     """
-    import jax.numpy as jnp
-
     k = _ring_bits("bf16_scores", q, k, 2)
     g, c, _ = q.shape
     return _call("secoustic_bf16_scores", (g, c, k.shape[1]), q.astype(jnp.float32), k)
@@ -232,8 +213,6 @@ def bf16_mix(p, v):
 
     Sequential float32 fma over t (the order of `bf16_matvec`); deterministic.
     """
-    import jax.numpy as jnp
-
     v = _ring_bits("bf16_mix", p, v, 1)
     g, c, _ = p.shape
     return _call("secoustic_bf16_mix", (g, c, v.shape[2]), p.astype(jnp.float32), v)
@@ -248,9 +227,6 @@ def window_attention(qkv, cos, sin, context: int, scale: float):
     t - context < s <= t, q' and k' rotated. Float32 throughout (a < 2 ulp exp);
     deterministic. CPU only, no gradient of its own.
     """
-    import numpy as np
-    import jax.numpy as jnp
-
     if qkv.ndim != 5 or qkv.shape[2] != 3 or qkv.shape[4] % 2:
         raise ValueError(f"window_attention: qkv must be [B, T, 3, H, D] with D even, got "
                          f"{list(qkv.shape)}")
@@ -273,9 +249,6 @@ def has_bf16_conv() -> bool:
 def pack_bf16_pairs(w):
     """Conv kernel f32[K, Cin, Cout] (Cin even) -> bf16 channel pairs u32[K, Cin/2, Cout]:
     the low half holds channel 2i, the high half 2i + 1 (round to nearest even)."""
-    import jax
-    import jax.numpy as jnp
-
     k, cin, cout = w.shape
     if cin % 2:
         raise ValueError(f"pack_bf16_pairs: Cin must be even, got {list(w.shape)}")
@@ -294,9 +267,6 @@ def conv_bf16(x, w_pairs, bias, dilation: int, pad: int, out_len: int):
     (`has_bf16_conv()` is False) fails when the call runs, with that reason (callers check
     up front: `model.hift_bf16.check_conv_dtype`).
     """
-    import numpy as np
-    import jax.numpy as jnp
-
     if x.ndim != 3 or w_pairs.ndim != 3 or w_pairs.dtype != jnp.uint32 or \
             x.shape[2] != 2 * w_pairs.shape[1]:
         raise ValueError(f"conv_bf16: x [B, T, Cin] and w_pairs u32[K, Cin/2, Cout] do not fit: "

@@ -10,6 +10,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from secoustic_jax.config.train import DistributedConfig
 
@@ -45,12 +46,10 @@ def any_host(flag: bool) -> bool:
     """True if `flag` is set on any process (a collective: every process must call it)."""
     if jax.process_count() == 1:
         return bool(flag)
-    from jax.experimental import multihost_utils
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 def barrier(name: str) -> None:
     """Every process waits here until all have arrived (no-op on one process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)

@@ -68,13 +68,13 @@ class Logger:
         self.history_path = pathlib.Path(workdir) / "history.jsonl"
         if not enabled:
             return
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # optional: tensorboardX (heavy)
         superseded = truncate_history(workdir, initial)
         # purge_step makes TensorBoard drop the superseded events of a killed run too.
         self.writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"),
                                     purge_step=initial + 1 if superseded else None)
         if progress:
-            from tqdm import tqdm
+            from tqdm import tqdm  # optional: tqdm (progress bar only)
             self.bar = tqdm(total=total_steps, initial=initial, dynamic_ncols=True, unit="step")
 
     def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
@@ -129,9 +129,9 @@ def read_history(workdir) -> list[dict]:
 def plot_history(workdir, out_path, keys=("loss/mel", "loss/acoustic", "loss/contrastive",
                                            "contrastive/acc_s2p", "codebook/usage")) -> str:
     """Loss curves of a run (train solid, valid dots), one panel per key -> PNG path."""
-    import matplotlib
+    import matplotlib  # optional: matplotlib (heavy)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: matplotlib (heavy)
 
     hist = read_history(workdir)
     last: dict[tuple[str, int], dict] = {}

@@ -46,7 +46,7 @@ def reconstruct(net: TrainNet, variables, batch: dict, stage_forward: str) -> np
 
 def griffin_lim(log_mel: np.ndarray, n_iter: int = 32, sample_rate: int = 22050) -> np.ndarray:
     """evaluation.md §2 fallback vocoder: log mel [T, 80] -> waveform [256 T] float32."""
-    import librosa
+    import librosa  # optional: librosa (heavy)
     m = np.exp(np.asarray(log_mel, np.float64)).T
     wav = librosa.feature.inverse.mel_to_audio(m, sr=sample_rate, n_fft=1024, hop_length=256,
                                                win_length=1024, center=False, power=1.0, fmin=0,
@@ -60,9 +60,9 @@ def griffin_lim(log_mel: np.ndarray, n_iter: int = 32, sample_rate: int = 22050)
 
 def mel_image(target: np.ndarray, pred: np.ndarray, title: str) -> np.ndarray:
     """Side-by-side mel plot -> [H, W, 3] uint8 (target top, reconstruction bottom)."""
-    import matplotlib
+    import matplotlib  # optional: matplotlib (heavy)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: matplotlib (heavy)
     fig, axes = plt.subplots(2, 1, figsize=(6, 4), sharex=True)
     for ax, m, name in zip(axes, (target, pred), ("target", "reconstruction")):
         ax.imshow(np.asarray(m).T, origin="lower", aspect="auto", cmap="magma")
@@ -71,7 +71,7 @@ def mel_image(target: np.ndarray, pred: np.ndarray, title: str) -> np.ndarray:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    from PIL import Image
+    from PIL import Image  # optional: pillow
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"))
 
