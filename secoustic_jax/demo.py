@@ -19,15 +19,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
+import os
 import pathlib
+import platform
+import resource
+import shutil
 import sys
 import threading
 import time
 import traceback
 
+import jax
+
+from secoustic_jax import demo_report
+from secoustic_jax.config.base import to_dict
+from secoustic_jax.config.data import CorpusConfig
+from secoustic_jax.config.train import load_experiment
+from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
+from secoustic_jax.data.corpus import build_corpus, plan as corpus_plan
+from secoustic_jax.data.features import fill_cache
+from secoustic_jax.data.manifest import audio_path, load_manifest, public, write_manifest
 from secoustic_jax.demo_plan import (STAGES, Plan, contention_factor, data_overrides, make_plan,
                                      plan_eval, plan_train, slowdown)
+from secoustic_jax.eval import disentangle
+from secoustic_jax.eval.checkpoints import load_codec
+from secoustic_jax.eval.evaluate import EvalOptions, evaluate
+from secoustic_jax.eval.report import git_commit
+from secoustic_jax.eval.testset import from_manifest
+from secoustic_jax.training.calibrate import measure_step_costs
+from secoustic_jax.training.logging import read_history
+from secoustic_jax.training.loop import train
+from secoustic_jax.vocoder import load_vocoder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHASES = ("setup", "corpus", "asterisk", "train", "evaluate", "report")
@@ -47,7 +71,6 @@ def banner(text: str, t0: float, budget_s: float) -> None:
 
 class Heartbeat:
     """Prints `count()` / total every `every` seconds while a silent step runs."""
-
     def __init__(self, label: str, count, total: int, every: float = 15.0):
         self.label, self.count, self.total, self.every = label, count, total, every
         self._stop = threading.Event()
@@ -70,11 +93,7 @@ class Heartbeat:
 # ---- phases ------------------------------------------------------------------------------
 def phase_setup(ctx: dict) -> dict:
     """Checks every external tool the later phases need; measures contention."""
-    import importlib
-    import shutil
-
     missing = [b for b in ("festival", "flite", "espeak-ng") if shutil.which(b) is None]
-    from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS
 
     if not SOUNDS.is_dir() or not TRANSCRIPTS.is_file():
         missing.append("asterisk-core-sounds-en(-g722)")
@@ -94,10 +113,6 @@ def phase_setup(ctx: dict) -> dict:
 
 
 def phase_corpus(ctx: dict) -> dict:
-    from secoustic_jax.config.base import to_dict
-    from secoustic_jax.config.data import CorpusConfig
-    from secoustic_jax.data.corpus import build_corpus, plan as corpus_plan
-
     plan: Plan = ctx["plan"]
     cfg = CorpusConfig(size=plan.corpus_size, workers=2)
     out = pathlib.Path(ctx["corpus"])
@@ -120,9 +135,6 @@ def phase_corpus(ctx: dict) -> dict:
 
 
 def phase_asterisk(ctx: dict) -> dict:
-    from secoustic_jax.data.asterisk import import_asterisk
-    from secoustic_jax.data.manifest import load_manifest, public, write_manifest
-
     work = ctx["work"] / "asterisk"
     manifest = work / "asterisk.jsonl"
     if manifest.is_file() and not ctx["fresh"]:
@@ -145,9 +157,6 @@ def phase_asterisk(ctx: dict) -> dict:
 
 
 def phase_train(ctx: dict) -> dict:
-    from secoustic_jax.config.train import load_experiment
-    from secoustic_jax.training.loop import train
-
     plan: Plan = ctx["plan"]
     workdir = ctx["work"] / "train"
     if not plan.quick:
@@ -169,10 +178,7 @@ def phase_train(ctx: dict) -> dict:
 def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     """Times each stage's step here and now, then sizes the steps to the time left. A
     resumed run keeps the steps of its first plan (its checkpoints record the config)."""
-    import jax
 
-    from secoustic_jax.config.train import load_experiment
-    from secoustic_jax.training.calibrate import measure_step_costs
 
     saved = workdir / "plan_steps.json"
     if saved.is_file():
@@ -207,10 +213,6 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
 
 def _fill_feature_cache(ctx: dict) -> int:
     """Mel cache of every utterance of the corpus's train and valid splits."""
-    from secoustic_jax.config.train import load_experiment
-    from secoustic_jax.data.features import fill_cache
-    from secoustic_jax.data.manifest import audio_path, load_manifest
-
     corpus = pathlib.Path(ctx["corpus"])
     files = [audio_path(r) for split in ("train", "valid")
              for r in load_manifest(corpus / f"{split}.jsonl")[0]]
@@ -220,8 +222,6 @@ def _fill_feature_cache(ctx: dict) -> int:
 
 def _e1_subset(ctx: dict, n: int) -> pathlib.Path:
     """n E1-1s prompts evenly spaced over the id-sorted pool (deterministic)."""
-    from secoustic_jax.data.manifest import write_manifest
-
     pool = ctx["e1_pool"]
     n = min(n, len(pool))
     picks = [pool[(i * len(pool)) // n] for i in range(n)]
@@ -229,11 +229,6 @@ def _e1_subset(ctx: dict, n: int) -> pathlib.Path:
 
 
 def phase_evaluate(ctx: dict) -> dict:
-    from secoustic_jax.eval.checkpoints import load_codec
-    from secoustic_jax.eval.evaluate import EvalOptions, evaluate
-    from secoustic_jax.eval.testset import from_manifest
-    from secoustic_jax.vocoder import load_vocoder
-
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
     sizes = plan_eval(left, ctx["plan"].factor) if not ctx["quick"] else ctx["plan"].eval_sizes
     print(f"  {left / 60:.1f} min left: E2-unseen {sizes.e2_unseen}, E2 {sizes.e2_per_speaker}/speaker, "
@@ -257,8 +252,6 @@ def phase_evaluate(ctx: dict) -> dict:
 
 def _disentangle(codec, corpus: pathlib.Path, out: pathlib.Path) -> dict:
     """Speaker probes on every utterance of the corpus (eval/disentangle.py)."""
-    from secoustic_jax.eval import disentangle
-
     t = time.time()
     utts = disentangle.load_utterances([corpus / f"{s}.jsonl" for s in
                                         ("train", "valid", "test", "test_unseen")])
@@ -270,9 +263,6 @@ def _disentangle(codec, corpus: pathlib.Path, out: pathlib.Path) -> dict:
 
 
 def phase_report(ctx: dict) -> dict:
-    from secoustic_jax import demo_report
-    from secoustic_jax.training.logging import read_history
-
     ctx["summary"]["total_wall_min"] = (time.time() - ctx["t0"]) / 60
     path = demo_report.write(ctx["out"], ctx["summary"], ctx["eval"], ctx["eval_dir"],
                              read_history(ctx["workdir"]), ctx.get("disentangle"))
@@ -287,9 +277,6 @@ WHAT = {"setup": "tools, models, contention probe, plan", "corpus": "embedded sy
 
 
 def _machine() -> str:
-    import os
-    import platform
-
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.machine())
     return f"{cpu}, {os.cpu_count()} cores"
@@ -297,8 +284,6 @@ def _machine() -> str:
 
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and its finished children (workers)."""
-    import resource
-
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
@@ -319,8 +304,6 @@ def _write_summary(ctx: dict) -> None:
 
 def run(ctx: dict) -> int:
     """Runs every phase in order; on failure names the phase and the reason."""
-    from secoustic_jax.eval.report import git_commit
-
     ctx["summary"] = {"budget_min": ctx["budget_s"] / 60, "commit": git_commit(),
                       "config": _config_name(ctx["config"]),
                       "machine": _machine(), "phases": {}, "status": "running"}
@@ -346,8 +329,6 @@ def run(ctx: dict) -> int:
     ctx["summary"]["status"] = "ok"
     _write_summary(ctx)
     # Once more with the final summary, so the page and its copy list the report phase too.
-    from secoustic_jax import demo_report
-    from secoustic_jax.training.logging import read_history
 
     demo_report.write(ctx["out"], ctx["summary"], ctx["eval"], ctx["eval_dir"],
                       read_history(ctx["workdir"]), ctx.get("disentangle"))
@@ -369,7 +350,6 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     work = out / "work"
     if args.fresh and work.exists():
-        import shutil
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ again after training from the time actually left.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 # Idle 2-core costs (seconds) of the phases around training. See docs/demo.md "Sizing".
@@ -56,8 +57,6 @@ def contention_factor(work: int = 300_000) -> float:
     """max(wall / CPU seconds of a fixed single-threaded pure-Python loop, 5-minute load
     average per core), >= 1. The probe sees the cores right now; the load average keeps a
     lull of a few seconds on a busy shared machine from passing for an idle one."""
-    import os
-
     return max(_probe(work), os.getloadavg()[1] / (os.cpu_count() or 1))
 
 

@@ -11,6 +11,9 @@ import json
 import pathlib
 import shutil
 
+import soundfile as sf
+
+from secoustic_jax.eval.report_plots import _new_figure, _save
 
 CLIP_SECONDS = 4.0
 SETS = ("E2-unseen", "E2", "E1")
@@ -25,8 +28,6 @@ def _join(values, fmt: str) -> str:
 
 def loss_plot(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
     """Training (and validation) losses over global steps, stage boundary marked."""
-    from secoustic_jax.eval.report_plots import _new_figure, _save
-
     train = [h for h in history if h.get("split") == "train"]
     if not train:
         return None
@@ -194,8 +195,6 @@ def _copy_plots(eval_dir: pathlib.Path, ex: pathlib.Path, report: dict) -> list[
 
 def _clips(eval_dir: pathlib.Path, ex: pathlib.Path, report: dict) -> list[tuple[str, str]]:
     """Originals, token-path and VC clips of E2-unseen / E2, cut to CLIP_SECONDS."""
-    import soundfile as sf
-
     picks = [a for a in report["artifacts"]["audio"]
              if a["utt_id"].startswith("E2-unseen/") and a["label"] in ("original", "voc", "token")]
     picks += [a for a in report["artifacts"]["audio"] if a["label"] == "vc"][:1]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from secoustic_jax.config.train import ExperimentConfig
 from secoustic_jax.layers.seanet import decoder_plan, encoder_plan
@@ -101,8 +102,6 @@ def global_statistics(local_batches, process_count: int):
     mean, std, n = mel_statistics(local_batches)
     if process_count == 1:
         return mean, std
-    from jax.experimental import multihost_utils
-
     # Recombine the first two moments weighted by each host's frame count.
     var = np.square(std)
     local = np.concatenate([[n], mean * n, (var + np.square(mean)) * n])
