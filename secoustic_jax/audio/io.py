@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from secoustic_jax.atomic import atomic_path
 
@@ -46,8 +47,6 @@ def resample(wav: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray
     """
     if sr == target_sr:
         return wav
-    import soxr  # optional: soxr (host-only resampler, loaded when a rate differs)
-
     out = soxr.resample(wav.astype(np.float32, copy=False), sr, target_sr, quality="VHQ")
     return np.ascontiguousarray(out, dtype=np.float32)
 

@@ -21,6 +21,7 @@ import tempfile
 from typing import Mapping
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from secoustic_jax.atomic import shareable
 from secoustic_jax.checkpoint.table import CheckpointError, set_path
@@ -41,8 +42,6 @@ def is_codec_dir(path) -> bool:
 
 def save(directory, cfg: CodecConfig, variables: Mapping) -> pathlib.Path:
     """Writes `variables` ({"params", "batch_stats"}) and `cfg` to `directory`, atomically."""
-    from safetensors.numpy import save_file  # optional: safetensors
-
     target = pathlib.Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
@@ -95,8 +94,6 @@ def read_config(directory) -> CodecConfig:
 
 def load(directory, config: CodecConfig | None = None) -> tuple[CodecConfig, dict]:
     """Reads (config, variables); a given `config` must equal the stored one."""
-    from safetensors.numpy import load_file  # optional: safetensors
-
     stored = read_config(directory)
     if config is not None and config != stored:
         raise ConfigError(f"{directory}: stored config differs from the requested one:\n  "

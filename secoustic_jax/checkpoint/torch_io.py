@@ -14,6 +14,8 @@ from collections import OrderedDict
 from typing import Mapping
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from secoustic_jax.atomic import atomic_path
 from secoustic_jax.checkpoint.table import CheckpointError, strip_wrapper_prefixes
@@ -58,8 +60,6 @@ def load_state_dict_with_metadata(path, *, trusted: bool = False):
     notes: list[str] = []
     meta: dict[str, str] = {}
     if path.suffix == ".safetensors":
-        from safetensors import safe_open  # optional: safetensors
-        from safetensors.numpy import load_file  # optional: safetensors
         try:
             sd = load_file(str(path))
             with safe_open(str(path), framework="numpy") as f:
@@ -113,7 +113,6 @@ def save_state_dict(path, state_dict: Mapping[str, np.ndarray],
         raise CheckpointError(f"{path}: unknown suffix (use .pt or .safetensors)")
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
-            from safetensors.numpy import save_file  # optional: safetensors
             save_file({k: np.array(v, order="C") for k, v in state_dict.items()}, tmp,
                       metadata={f"{METADATA_KEY}.{k}": v for k, v in metadata.items()} or None)
         else:

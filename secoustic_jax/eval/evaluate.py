@@ -25,6 +25,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from secoustic_jax.eval import asr, codec_run, dnsmos, report, scoring, speaker, vc as vcmod
 from secoustic_jax.eval.assemble import SetResult, assemble_set, write_outputs
@@ -69,8 +70,6 @@ class EvalOptions:
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm  # optional: tqdm (progress bar only)
-
     return tqdm(total=total, desc=desc, unit="utt", disable=not enabled, dynamic_ncols=True,
                 leave=True)
 

@@ -9,6 +9,7 @@ import math
 import pathlib
 
 import numpy as np
+from tqdm import tqdm
 
 from secoustic_jax.atomic import write_text
 
@@ -74,7 +75,6 @@ class Logger:
         self.writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"),
                                     purge_step=initial + 1 if superseded else None)
         if progress:
-            from tqdm import tqdm  # optional: tqdm (progress bar only)
             self.bar = tqdm(total=total_steps, initial=initial, dynamic_ncols=True, unit="step")
 
     def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
