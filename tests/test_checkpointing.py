@@ -2,6 +2,7 @@
 resume exactness across a crash and a stage boundary, SIGTERM, NaN guard, incomplete
 checkpoints, config mismatch."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -41,31 +42,28 @@ def _losses(workdir) -> dict[int, float]:
 
 
 class SimulatedCrash(Exception):
-    """Raised by the training data source in place of the process dying."""
+    """Raised in place of the process dying."""
 
 
 def _crash_after(monkeypatch, n: int) -> None:
-    """The next `train` dies (no save, no summary) when it asks for batch n + 1, counted
-    over all its stages: the state is whatever its checkpoints hold, as after a crash."""
-    real, served = loop.make_source, [0]
+    """The next `train` dies (no save, no summary) when it is about to run its step n + 1,
+    counted over all its stages: what survives is whatever its checkpoints hold, as after
+    a crash (the data source and its device prefetch are left as they were)."""
+    real, done = loop.build_stage, [0]
 
-    class Source:
-        def __init__(self, inner):
-            self._inner = inner
+    def crashing(step_fn):
+        def train_step(state, batch):
+            if done[0] >= n:
+                raise SimulatedCrash(f"after {n} steps")
+            done[0] += 1
+            return step_fn(state, batch)
+        return train_step
 
-        def __iter__(self):
-            return self
+    def build_stage(*args, **kwargs):
+        rt = real(*args, **kwargs)
+        return dataclasses.replace(rt, train_step=crashing(rt.train_step))
 
-        def __next__(self):
-            if served[0] >= n:
-                raise SimulatedCrash(f"after {n} batches")
-            served[0] += 1
-            return next(self._inner)
-
-        def __getattr__(self, name):  # get_state, set_state, close
-            return getattr(self._inner, name)
-
-    monkeypatch.setattr(loop, "make_source", lambda *a, **k: Source(real(*a, **k)))
+    monkeypatch.setattr(loop, "build_stage", build_stage)
 
 
 @pytest.mark.slow
@@ -74,16 +72,16 @@ def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(tmp_path, monke
     ref = standin_train(cfg, tmp_path / "ref")
     assert ref["last_checkpoint"] == 8 and not ref["preempted"]
     wd = tmp_path / "run"
-    for batches, resumed_from, saved in ((3, None, 2), (4, 2, 6)):  # the 2nd crosses the stage end
+    for steps, resumed_from, saved in ((3, None, 2), (4, 2, 6)):  # the 2nd crosses the stage end
         with monkeypatch.context() as m:
-            _crash_after(m, batches)
+            _crash_after(m, steps)
             with pytest.raises(SimulatedCrash):
                 standin_train(cfg, wd)
         ck = Checkpointer(wd)
         assert ck.latest_step() == saved
         ck.close()
         got = [r["step"] for r in read_history(wd) if r["split"] == "train"]
-        assert got[-1] == (resumed_from or 0) + batches  # it did get that far before dying
+        assert got[-1] == (resumed_from or 0) + steps  # it did get that far before dying
     third = standin_train(cfg, wd)
     assert third["resumed_from"] == 6 and third["last_checkpoint"] == 8
     want, got = _losses(tmp_path / "ref"), _losses(wd)

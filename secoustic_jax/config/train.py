@@ -161,10 +161,13 @@ class ExecutionConfig:
       `lax.scan` over stacked params, one compiled layer body per stack.
     remat: "auto" ("full" off CPU, "none" on CPU), "none", "full" or "dots": the
       `jax.checkpoint` policy of the scanned layer body (not "none" needs the scan).
+    device_prefetch: training batches placed on the devices ahead of their step
+      (training/prefetch.py); 0 transfers each batch when its step is dispatched.
     """
 
     scan_layers: str = "auto"
     remat: str = "auto"
+    device_prefetch: int = 2
 
     def validate(self) -> None:
         if self.scan_layers not in ("auto", "on", "off"):
@@ -173,6 +176,8 @@ class ExecutionConfig:
             raise ConfigError(f"execution.remat must be auto, none, full or dots, got {self.remat!r}")
         if self.scan_layers == "off" and self.remat not in ("auto", "none"):
             raise ConfigError("execution.remat needs execution.scan_layers on (or auto)")
+        if self.device_prefetch < 0:
+            raise ConfigError(f"execution.device_prefetch must be >= 0, got {self.device_prefetch}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ one), the training run that follows re-uses these compiles.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -22,6 +23,7 @@ from secoustic_jax.training import sharding as shd
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import CodecFactory, TrainNet
+from secoustic_jax.training.prefetch import DevicePrefetch
 from secoustic_jax.training.runtime import build_stage, init_variables, model_shapes, start_state
 
 
@@ -48,17 +50,19 @@ def measure_step_costs(config: ExperimentConfig, steps: int = 12,
         s = jax.tree.map(lambda x: x.copy(), stats)
         state = start_state(rt, p, s, step=0, key=jax.random.PRNGKey(0))
         src = make_source(config, idx, split="train", process_index=0, process_count=1)
+        feed = DevicePrefetch(src, functools.partial(shd.global_batch, mesh),
+                              config.execution.device_prefetch)
         try:
             t0 = time.perf_counter()
-            state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
+            state, m = rt.train_step(state, next(feed))
             jax.block_until_ready(m)
             out["compile_s"][name] = time.perf_counter() - t0
             for _ in range(WARMUP_STEPS):
-                state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
+                state, m = rt.train_step(state, next(feed))
             jax.block_until_ready(m)
             t0 = time.perf_counter()
             for _ in range(steps):
-                state, m = rt.train_step(state, shd.global_batch(mesh, next(src)))
+                state, m = rt.train_step(state, next(feed))
             jax.block_until_ready((state, m))
             out["step_s"][name] = (time.perf_counter() - t0) / steps
         finally:

@@ -10,6 +10,7 @@ checkpoint records the stage index, its stage step and whether the stage was fin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import signal
 import sys
@@ -28,6 +29,7 @@ from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
 from secoustic_jax.training.model import CodecFactory, TrainNet
+from secoustic_jax.training.prefetch import DevicePrefetch
 from secoustic_jax.training.runtime import (build_stage, init_variables, model_shapes,
                                             start_state)
 from secoustic_jax.training.stages import stage_spec, stage_start_steps
@@ -251,8 +253,8 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     """The step loop of one stage. -> {"state", "summary", "stop": "" | reason}.
 
     Step metrics stay on the device until a log, checkpoint or stop point (`_drain`), so the
-    host never waits for a step it has just dispatched: the next batch is prepared while
-    the device computes. The non-finite check is then run over the drained steps in order,
+    host never waits for a step it has just dispatched: the next batches are prepared and
+    placed on the devices (`execution.device_prefetch` ahead) while the device computes. The non-finite check is then run over the drained steps in order,
     so it raises at the same step, with the same count, as a per-step check would."""
     config, logger = run.config, run.logger
     stage, lc = config.stages[idx], config.log
@@ -260,8 +262,11 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     step, stage_step = int(state.step), int(state.stage_step)
     nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
     t_window = time.perf_counter()
+    # The source is closed by the caller; the feed only adds the device-side queue.
+    feed = DevicePrefetch(src, functools.partial(shd.global_batch, run.mesh),
+                          config.execution.device_prefetch)
     while stage_step < stage.steps:
-        batch = shd.global_batch(run.mesh, next(src))
+        batch = next(feed)
         state, metrics = rt.train_step(state, batch)
         pending.append(metrics)
         step, stage_step = step + 1, stage_step + 1
@@ -279,15 +284,15 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
             if eval_now:
                 _validate(run, rt, idx, state, step, media=True)
             if save_now:
-                _save(run, state, src, idx, done=False)
+                _save(run, state, feed, idx, done=False)
             if stop_now:
-                _save(run, state, src, idx, done=False, wait=True)
+                _save(run, state, feed, idx, done=False, wait=True)
                 stop = "preempted"
                 break
             t_window = time.perf_counter()
     summary = _stage_summary(last, step, t_stage)
     if not stop:
-        _save(run, state, src, idx, done=True, wait=True)
+        _save(run, state, feed, idx, done=True, wait=True)
         summary["valid"] = _validate(run, rt, idx, state, step, media=True)
     return {"state": state, "summary": summary, "stop": stop}
 
