@@ -4,6 +4,7 @@ manifest source, host sharding, resume, determinism, resumable packing, bad inpu
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 
 import grain
@@ -26,6 +27,7 @@ from secoustic_jax.data.packed_source import (PackedReader, make_packed_iterator
 from secoustic_jax.data.phones import PhoneInventory
 from secoustic_jax.data.pipeline import make_iterator, make_train_iterator
 from secoustic_jax.training.data import make_source
+from secoustic_jax.training.loop import data_inventory
 
 CFG = PipelineConfig(segment_frames=256, max_phones=96, num_threads=1, prefetch_buffer=2)
 QUIET = dict(log=lambda *a: None)
@@ -127,6 +129,15 @@ def test_two_hosts_read_disjoint_records_that_cover_the_split(corpus, packed):
         assert got == [int(b["utt_index"][0]) for b in ref]  # the manifest source's shard
         seen.append(set(got))
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(14))
+
+
+def test_reader_pickles_for_grain_workers(packed):
+    index = F.load_index(packed)
+    info = index["splits"]["valid"]
+    entries, _, _ = packed_entries(info, CFG)
+    read = pickle.loads(pickle.dumps(PackedReader(packed, info, 256)))
+    utt, skip = read(entries[1])
+    assert skip is None and utt[0].shape == (entries[1].frames, 80)
 
 
 def test_resume_gives_the_uninterrupted_batches(packed):
@@ -247,5 +258,6 @@ def test_training_source_kind_packed(packed):
         cfg.codec, mel=dataclasses.replace(cfg.codec.mel, fmin=30.0)))
     with pytest.raises(F.PackedError, match="fmin: packed 0.0 != model 30.0"):
         make_source(other, 0, split="train", process_index=0, process_count=1, batch=1)
+    assert data_inventory(cfg) == F.load_index(packed)["phones"]  # sizes the phone embedding
     with pytest.raises(ConfigError, match="needs data.packed"):
         DataSourceConfig(kind="packed").validate()
