@@ -221,10 +221,14 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class DataSourceConfig:
-    """Where batches come from: `manifest` (the grain pipeline) or `synthetic` (tests, bench)."""
+    """Where batches come from: `manifest` (the grain pipeline over `root`), `packed` (the
+    same pipeline over the packed ArrayRecord dataset at `packed`, a path or URL) or
+    `synthetic` (tests, bench)."""
 
     kind: str = "manifest"
     root: str = "cache/corpus"
+    packed: str = ""  # packed dataset folder / URL (`secoustic data pack`), kind "packed"
+    packed_verify: str = "size"  # shard check on opening: none | size | sha256
     train_split: str = "train"
     valid_split: str = "valid"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -232,8 +236,13 @@ class DataSourceConfig:
     synthetic_nan_batches: tuple[int, ...] = ()  # positions whose mel is NaN (NaN-guard tests)
 
     def validate(self) -> None:
-        if self.kind not in ("manifest", "synthetic"):
-            raise ConfigError(f"data.kind must be manifest or synthetic, got {self.kind!r}")
+        if self.kind not in ("manifest", "packed", "synthetic"):
+            raise ConfigError(f"data.kind must be manifest, packed or synthetic, got {self.kind!r}")
+        if self.kind == "packed" and not self.packed:
+            raise ConfigError("data.kind=packed needs data.packed (the packed dataset folder)")
+        if self.packed_verify not in ("none", "size", "sha256"):
+            raise ConfigError(f"data.packed_verify must be none, size or sha256, got "
+                              f"{self.packed_verify!r}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`secoustic corpus build|validate` and `secoustic ingest libritts|aishell3|textgrid|asterisk`.
+"""`secoustic corpus build|validate`, `secoustic ingest libritts|aishell3|textgrid|asterisk`
+and `secoustic data pack|verify`.
 
 `register(subparsers)` is called by `secoustic_jax.cli`; `python -m
 secoustic_jax.data.commands ...` runs the same commands standalone.
@@ -12,12 +13,15 @@ import sys
 import time
 
 from secoustic_jax.config.data import CorpusConfig
+from secoustic_jax.config.train import load_experiment
 from secoustic_jax.data import report as R
 from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
 from secoustic_jax.data.corpus import build_corpus
 from secoustic_jax.data.ingest import (IngestOptions, aishell3_items, ingest_items, libritts_items,
                                        textgrid_items, write_ingest)
 from secoustic_jax.data.manifest import load_manifest
+from secoustic_jax.data.pack import PackOptions, pack_dataset
+from secoustic_jax.data.packed_source import verify_packed
 from secoustic_jax.data.phones import PhoneInventory
 from secoustic_jax.data.textgrid import index_textgrids
 
@@ -42,6 +46,44 @@ def _validate(args) -> int:
         print(rep.summary(max_items=args.max_items))
         bad += rep.skipped
     return 1 if bad else 0
+
+
+def _data_pack(args) -> int:
+    mel = load_experiment(args.config).codec.mel if args.config else PackOptions().mel
+    opts = PackOptions(mel=mel, mel_dtype=args.mel_dtype, waveform=args.waveform,
+                       records_per_shard=args.records_per_shard,
+                       require_alignment=not args.allow_unaligned, workers=args.workers)
+    splits = [s for s in (args.splits or "").split(",") if s] or None
+    index = pack_dataset(args.corpus, args.out, splits, opts)
+    return 0 if index["totals"]["records"] else 1
+
+
+def _data_verify(args) -> int:
+    splits = [s for s in (args.splits or "").split(",") if s] or None
+    for split, n in verify_packed(args.packed, splits).items():
+        print(f"{split}: {n} records verified (sha256 of every shard, every record decoded)")
+    return 0
+
+
+def _register_data(subparsers) -> None:
+    data = subparsers.add_parser("data", help="packed ArrayRecord datasets for training")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    pk = dsub.add_parser("pack", help="corpus splits -> sharded ArrayRecord files + index.json")
+    pk.add_argument("corpus", help="corpus folder with <split>.jsonl and phones.json")
+    pk.add_argument("--out", required=True, help="packed dataset folder (local)")
+    pk.add_argument("--splits", default=None, help="comma-separated (default: all present)")
+    pk.add_argument("--records-per-shard", type=int, default=256)
+    pk.add_argument("--mel-dtype", default="float16", choices=["float16", "float32"])
+    pk.add_argument("--waveform", action="store_true", help="also store int16 22.05 kHz audio")
+    pk.add_argument("--allow-unaligned", action="store_true",
+                    help="also pack records without phones (stage 1 only)")
+    pk.add_argument("--config", default=None, help="experiment config whose codec.mel to use")
+    pk.add_argument("--workers", type=int, default=2)
+    pk.set_defaults(func=_data_pack)
+    vf = dsub.add_parser("verify", help="hash every shard and decode every record")
+    vf.add_argument("packed", help="packed dataset folder or URL")
+    vf.add_argument("--splits", default=None)
+    vf.set_defaults(func=_data_verify)
 
 
 def _finish(out: pathlib.Path, name: str, records, rep, t0: float) -> int:
@@ -109,7 +151,7 @@ def _common_ingest(p: argparse.ArgumentParser, aligned: bool = True) -> None:
 
 
 def register(subparsers) -> None:
-    """Adds `corpus` and `ingest` command groups to the `secoustic` parser."""
+    """Adds the `corpus`, `ingest` and `data` command groups to the `secoustic` parser."""
     corpus = subparsers.add_parser("corpus", help="embedded synthetic corpus; manifest checks")
     csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     b = csub.add_parser("build", help="synthesise the default corpus (festival, flite, espeak, piper)")
@@ -154,6 +196,7 @@ def register(subparsers) -> None:
     ast.add_argument("--limit", type=int, default=None)
     _common_ingest(ast, aligned=False)
     ast.set_defaults(func=_ingest_asterisk)
+    _register_data(subparsers)
 
 
 def main(argv=None) -> int:

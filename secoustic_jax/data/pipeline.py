@@ -47,6 +47,7 @@ class Entry:
     frames: int
     ids: tuple[int, ...] | None
     durations: tuple[int, ...] | None
+    key: int = -1  # record key in a packed split (data/packed_source.py); -1 = manifest
 
 
 def load_entries(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig,
@@ -118,6 +119,27 @@ def other_entry(entry: Entry, pool: dict[int, tuple[Entry, ...]], rng) -> Entry:
     return same[j + (j >= pos)]
 
 
+class ManifestReader:
+    """entry -> ((mel [T, 80] f32, phone IDs [P] | None, durations [P] | None), None) or
+    (None, skip tuple): the mel from the audio file, the labels from the manifest entry.
+    Picklable (grain workers); the packed source has a reader of the same protocol."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def __call__(self, entry: Entry):
+        mel, skip = _read_mel(entry, self.cfg)
+        if skip:
+            return None, skip
+        ids = None if entry.ids is None else np.asarray(entry.ids, np.int32)
+        durs = None if entry.durations is None else np.asarray(entry.durations, np.int64)
+        return (mel, ids, durs), None
+
+    def mel(self, entry: Entry):
+        """Only the mel (prompt of another utterance): (mel, None) or (None, skip)."""
+        return _read_mel(entry, self.cfg)
+
+
 def _read_mel(entry: Entry, cfg: PipelineConfig):
     """-> (full-utterance mel, None) or (None, skip tuple)."""
     try:
@@ -134,19 +156,20 @@ def _read_mel(entry: Entry, cfg: PipelineConfig):
     return mel, None
 
 
-def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None) -> dict:
+def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None, read=None) -> dict:
     """Entry -> example dict, or {SKIP: (id, kind, reason)}; never raises for bad data.
 
     With `pool` (prompt_source "other"), the prompt is cropped from another utterance of
-    the same speaker; `prompt_utt_index` records which.
+    the same speaker; `prompt_utt_index` records which. `read` (default ManifestReader)
+    gives the utterance's mel and labels.
     """
     if entry is None:  # padding item of an eval shard
         return {SKIP: ("<pad>", "padding", "")}
-    mel, skip = _read_mel(entry, cfg)
+    read = read or ManifestReader(cfg)
+    utt, skip = read(entry)
     if skip:
         return {SKIP: skip}
-    ids = None if entry.ids is None else np.asarray(entry.ids, np.int32)
-    durs = None if entry.durations is None else np.asarray(entry.durations, np.int64)
+    mel, ids, durs = utt
     try:
         ex = make_example(mel, ids, durs, segment=cfg.segment_frames, hop=cfg.token_hop,
                           multiple=cfg.crop_multiple, prompt_frames=cfg.prompt_frames,
@@ -156,7 +179,7 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None) -> di
     ex["prompt_utt_index"] = np.int32(entry.index)
     if pool is not None:
         other = other_entry(entry, pool, rng)
-        other_mel, skip = _read_mel(other, cfg)
+        other_mel, skip = read.mel(other)
         if skip:  # the item is skipped and counted under the prompt utterance's id
             return {SKIP: skip}
         ex["prompt_mel"], plen = prompt_crop(other_mel, cfg.prompt_frames, rng)
@@ -171,21 +194,21 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None) -> di
 class TrainTransform(grain.transforms.RandomMap):
     """grain RandomMap: seeded per element (and per epoch through the index)."""
 
-    def __init__(self, cfg: PipelineConfig, pool=None):
-        self.cfg, self.pool = cfg, pool
+    def __init__(self, cfg: PipelineConfig, pool=None, read=None):
+        self.cfg, self.pool, self.read = cfg, pool, read
 
     def random_map(self, entry, rng):
-        return load_example(entry, self.cfg, rng, self.pool)
+        return load_example(entry, self.cfg, rng, self.pool, self.read)
 
 
 class EvalTransform(grain.transforms.Map):
     """grain Map: deterministic centred crops (and the next same-speaker prompt)."""
 
-    def __init__(self, cfg: PipelineConfig, pool=None):
-        self.cfg, self.pool = cfg, pool
+    def __init__(self, cfg: PipelineConfig, pool=None, read=None):
+        self.cfg, self.pool, self.read = cfg, pool, read
 
     def map(self, entry):
-        return load_example(entry, self.cfg, None, self.pool)
+        return load_example(entry, self.cfg, None, self.pool, self.read)
 
 
 def _pool(cfg: PipelineConfig, entries: list[Entry]):
@@ -233,8 +256,19 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     cfg.validate()
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    local = _local_batch(global_batch_size, process_count)
     entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
+    return train_batches(entries, speakers, rep, inventory, cfg, ManifestReader(cfg), seed=seed,
+                         process_index=process_index, process_count=process_count,
+                         global_batch_size=global_batch_size, mesh=mesh, sharding=sharding)
+
+
+def train_batches(entries: list[Entry], speakers: list[str], rep: R.SkipReport,
+                  inventory: PhoneInventory, cfg: PipelineConfig, read, *, seed: int,
+                  process_index: int, process_count: int, global_batch_size: int, mesh=None,
+                  sharding=None) -> BatchIterator:
+    """The training stream over an entry list (shared by the manifest and packed sources):
+    shard `entries[process_index::process_count]` -> shuffle -> repeat -> random_map."""
+    local = _local_batch(global_batch_size, process_count)
     shard = entries[process_index::process_count]
     if not shard:
         raise ValueError(f"process {process_index}/{process_count} has no usable utterances "
@@ -243,7 +277,7 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     if cfg.shuffle:
         ds = ds.shuffle(seed=seed % 2**32)
     ds = ds.repeat(cfg.num_epochs)
-    ds = ds.random_map(TrainTransform(cfg, _pool(cfg, entries)), seed=(seed + 1) % 2**32)
+    ds = ds.random_map(TrainTransform(cfg, _pool(cfg, entries), read), seed=(seed + 1) % 2**32)
     return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
                          sharding=_resolve_sharding(mesh, sharding, cfg),
                          global_batch=global_batch_size, manifest_report=rep,
@@ -262,15 +296,26 @@ def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineC
     """
     cfg = dataclasses.replace(cfg or PipelineConfig(), shuffle=False, num_epochs=1)
     cfg.validate()
-    local = _local_batch(global_batch_size, process_count)
     entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
+    return eval_batches(entries, speakers, rep, inventory, cfg, ManifestReader(cfg),
+                        process_index=process_index, process_count=process_count,
+                        global_batch_size=global_batch_size, mesh=mesh, sharding=sharding)
+
+
+def eval_batches(entries: list[Entry], speakers: list[str], rep: R.SkipReport,
+                 inventory: PhoneInventory, cfg: PipelineConfig, read, *, process_index: int,
+                 process_count: int, global_batch_size: int, mesh=None,
+                 sharding=None) -> BatchIterator:
+    """One padded deterministic pass over an entry list (manifest and packed sources)."""
+    local = _local_batch(global_batch_size, process_count)
     if not entries:
         raise ValueError(f"no usable utterances for evaluation:\n{rep.summary()}")
     per_host = -(-len(entries) // process_count)
     shard = entries[process_index::process_count]
     shard = shard + [None] * (per_host - len(shard))
     template = _template(cfg)
-    ds = grain.MapDataset.source(EntrySource(shard)).map(EvalTransform(cfg, _pool(cfg, entries)))
+    ds = grain.MapDataset.source(EntrySource(shard)).map(
+        EvalTransform(cfg, _pool(cfg, entries), read))
     return BatchIterator(lambda: iter(_to_iter(ds, cfg)), local,
                          sharding=_resolve_sharding(mesh, sharding, cfg),
                          global_batch=global_batch_size, manifest_report=rep, pad_final=True,

@@ -1,4 +1,4 @@
-"""Batch sources for the trainer: the grain manifest pipeline, or a synthetic source.
+"""Batch sources for the trainer: the grain pipeline (manifest or packed), or a synthetic source.
 
 Both yield host-local dict batches (numpy) with the keys of `BATCH_KEYS` and expose
 `get_state() -> bytes` / `set_state(bytes)` so the checkpoint can store the position, plus
@@ -18,6 +18,7 @@ import json
 import numpy as np
 
 from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.data import packed_source as ps
 from secoustic_jax.data import pipeline as pl
 
 BATCH_KEYS = ("mel", "mel_mask", "phones", "phone_durations", "frame_phones", "token_phones",
@@ -132,11 +133,22 @@ def make_source(config: ExperimentConfig, stage_index: int, *, split: str, proce
     return _manifest_source(config, stage, split, local, process_index, process_count)
 
 
-def _manifest_source(config, stage, split, local_batch, process_index, process_count):
-    """The grain pipeline of secoustic_jax.data.pipeline, per-host shard."""
-    pcfg = dataclasses.replace(config.data.pipeline, segment_frames=stage.segment_frames,
+def _stage_pipeline(config, stage, split):
+    return dataclasses.replace(config.data.pipeline, segment_frames=stage.segment_frames,
                                shuffle=split == config.data.train_split,
                                num_epochs=None if split == config.data.train_split else 1)
+
+
+def _manifest_source(config, stage, split, local_batch, process_index, process_count):
+    """The grain pipeline of secoustic_jax.data.pipeline, per-host shard; with
+    data.kind "packed", the same stream read from the packed shards (data/packed_source.py),
+    whose mel config must equal the model's (config.codec.mel)."""
+    pcfg = _stage_pipeline(config, stage, split)
+    if config.data.kind == "packed":
+        return ps.make_packed_iterator(config.data.packed, split, pcfg, batch_size=local_batch,
+                                       shard_index=process_index, shard_count=process_count,
+                                       seed=config.seed, model_mel=config.codec.mel,
+                                       verify=config.data.packed_verify)
     return pl.make_iterator(config.data.root, split, pcfg, batch_size=local_batch,
                             shard_index=process_index, shard_count=process_count,
                             seed=config.seed)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.data.packed_format import load_index
 from secoustic_jax.data.phones import PhoneInventory
 from secoustic_jax.training import data_init, distributed, resume as resuming, sharding as shd
 from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables, make_meta
@@ -60,6 +61,8 @@ def data_inventory(config: ExperimentConfig) -> list[str]:
         src = make_source(config, config.enabled_stages[0], split="train", process_index=0,
                           process_count=1, batch=1)
         return list(src.inventory_labels)
+    if config.data.kind == "packed":  # the inventory the records were packed with
+        return list(load_index(config.data.packed)["phones"])
     root = pathlib.Path(config.data.root)
     if not root.is_dir():
         raise ConfigError(f"data.root={config.data.root}: no corpus there. Build one with "
