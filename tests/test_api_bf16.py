@@ -34,8 +34,11 @@ def test_bf16_stays_close_and_equals_its_xla_emulation(pair):
     v = lowp.bf16_weights(c32.variables)
     manual = _entry_point(c32.config, "encode", "bfloat16")(v, jnp.asarray(mel),
                                                             jnp.asarray([70, 70], jnp.int32))
-    np.testing.assert_array_equal(np.asarray(manual.acoustic)[:, :eb.acoustic.shape[1]],
-                                  eb.acoustic)
+    # Not bitwise: the facade runs its padded bucket length, and XLA:CPU may order the
+    # float32 sums differently per length and CPU (1.6e-7 seen on Zen 4); the bf16
+    # rounding itself moves the output ~1e-3 of its scale, 100x this bound.
+    np.testing.assert_allclose(np.asarray(manual.acoustic)[:, :eb.acoustic.shape[1]],
+                               eb.acoustic, rtol=0, atol=1e-5 * scale)
     g = cb.prompt_embedding(mel)
     m32, mb = c32.decode_tokens(e32.tokens, g), cb.decode_tokens(e32.tokens, g)
     assert 0 < np.abs(mb - m32).max() < 2e-2 * np.abs(m32).max()
