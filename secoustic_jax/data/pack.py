@@ -200,7 +200,7 @@ def build_index(splits: dict[str, list[dict]], inventory: PhoneInventory,
 
 
 def _remove_stale_temps(out: pathlib.Path) -> None:
-    """Temp shards of a killed run (atomic_path names them `.<shard>.XXXX.tmp`)."""
+    """Deletes the temp shards a killed run left (atomic_path names them `.<shard>.<random>.tmp`)."""
     for p in out.glob(f".*{F.SHARD_SUFFIX}.*.tmp"):
         p.unlink(missing_ok=True)
 
