@@ -141,6 +141,9 @@ class InitConfig:
     module, so every checkpoint still exports exactly to the official layout."""
 
     mel_stats: bool = False  # first/last SEANet convs absorb per-bin mel mean and std
+    # The stride-1 SEANet encoder/decoder start as the mel's rank-k PCA autoencoder
+    # (training/pca_init.py); replaces mel_stats, 86 Hz geometry only.
+    seanet_pca: bool = False
     stats_batches: int = 16  # training batches the statistics are taken from
     logvar_bias: float | None = None  # bias of both VAE dense_var heads; None = torch default
     # Warm start: the codec weights (and BatchNorm statistics) of another run's latest
@@ -150,6 +153,9 @@ class InitConfig:
     def validate(self) -> None:
         if self.stats_batches < 1:
             raise ConfigError("init.stats_batches must be >= 1")
+        if self.mel_stats and self.seanet_pca:
+            raise ConfigError("init.seanet_pca sets the first/last SEANet convs itself: "
+                              "set init.mel_stats=false with it")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from secoustic_jax.config.train import ExperimentConfig
 from secoustic_jax.layers.seanet import decoder_plan, encoder_plan
+from secoustic_jax.training import pca_init
 
 MIN_STD = 1e-2  # per-bin floor: a constant bin (e.g. always at the log floor) is not scaled up
 
@@ -61,10 +62,13 @@ def _conv_names(config: ExperimentConfig) -> tuple[str, str]:
     return encoder_plan(seanet)[0].name, decoder_plan(seanet)[-1].name
 
 
-def apply_init(params, config: ExperimentConfig, mean=None, std=None):
-    """-> params with the data-dependent first/last convs (when mean/std are given) and the
+def apply_init(params, config: ExperimentConfig, mean=None, std=None, pca=None):
+    """-> params with the data-dependent first/last convs (when mean/std are given), the
+    PCA trunk (when `pca` = (mean, basis, scale, shift) of pca_init is given) and the
     log-variance biases of config.init. Pure and jit-able; leaves the rest untouched."""
     codec = dict(params["codec"])
+    if pca is not None:
+        codec = pca_init.apply_pca_trunk(codec, config.codec.seanet, *pca)
     if mean is not None:
         first, last = _conv_names(config)
         if first not in codec.get("encoder", {}) or last not in codec.get("decoder", {}):
@@ -111,17 +115,40 @@ def global_statistics(local_batches, process_count: int):
     return g_mean, np.maximum(np.sqrt(g_var), MIN_STD)
 
 
+def global_pca(local_batches, config: ExperimentConfig, process_count: int):
+    """(mean, basis, scale, shift) of the PCA trunk over every host's statistics batches."""
+    pca_init.check_geometry(config.codec.seanet)
+    n, s1, s2 = pca_init.frame_moments(local_batches)
+    if process_count > 1:
+        local = np.concatenate([[n], s1, s2.ravel()])
+        tot = np.sum(np.asarray(multihost_utils.process_allgather(local)), axis=0)
+        n, s1, s2 = tot[0], tot[1:1 + s1.size], tot[1 + s1.size:].reshape(s2.shape)
+    mean, basis, scale = pca_init.pca_basis(n, s1, s2, pca_init.trunk_width(config.codec.seanet))
+    shift = pca_init.trunk_shift(local_batches, mean, basis, scale)
+    if process_count > 1:  # the same shift everywhere: the largest host's
+        shift = float(np.max(np.asarray(multihost_utils.process_allgather(np.array([shift])))))
+    return mean, basis, scale, shift
+
+
 def data_dependent_init(params, config: ExperimentConfig, batches, *, param_shardings,
                         process_count: int = 1):
     """Fresh params -> initialised params (same shardings). `batches`: an iterable of host
     training batches, of which config.init.stats_batches are read."""
-    mean = std = None
-    if config.init.mel_stats:
+    mean = std = pca = None
+    if config.init.mel_stats or config.init.seanet_pca:
         taken = []
         for _, b in zip(range(config.init.stats_batches), batches):
             taken.append(b)
-        mean, std = global_statistics(taken, process_count)
-    if mean is None and config.init.logvar_bias is None:
+        if config.init.mel_stats:
+            mean, std = global_statistics(taken, process_count)
+        else:
+            pca = global_pca(taken, config, process_count)
+    if mean is None and pca is None and config.init.logvar_bias is None:
         return params
+    if pca is not None:
+        m, basis, scale, shift = pca
+        fn = jax.jit(lambda p, m, v: apply_init(p, config, pca=(m, v, scale, shift)),
+                     out_shardings=param_shardings)
+        return fn(params, m, basis)
     fn = jax.jit(lambda p, m, s: apply_init(p, config, m, s), out_shardings=param_shardings)
     return fn(params, mean, std)

@@ -181,7 +181,7 @@ def _stage_state(run: Run, rt, idx: int, resume, params, stats):
             # stage-2 heads, which stage 1 never trains) still applies when set.
             params = data_init.data_dependent_init(
                 params, dataclasses.replace(config, init=dataclasses.replace(
-                    config.init, mel_stats=False)), [], param_shardings=run.shapes.param_shardings)
+                    config.init, mel_stats=False, seanet_pca=False)), [], param_shardings=run.shapes.param_shardings)
         else:
             params = _data_init(run, idx, params)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), idx)
@@ -216,7 +216,7 @@ def _data_init(run: Run, idx: int, params):
     """config.init on fresh parameters; statistics from a separate pass over the training
     split (its own iterator, so the stage's data order is that of a run without it)."""
     config = run.config
-    if not config.init.mel_stats:
+    if not (config.init.mel_stats or config.init.seanet_pca):
         return data_init.data_dependent_init(params, config, [],
                                              param_shardings=run.shapes.param_shardings)
     src = make_source(config, idx, split="train", process_index=jax.process_index(),
