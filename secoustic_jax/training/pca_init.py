@@ -68,7 +68,13 @@ def frame_moments(batches) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def pca_basis(n: int, s1: np.ndarray, s2: np.ndarray, k: int):
-    """-> (mean [C], basis V_k [C, k] float64, scale = std of the top component)."""
+    """-> (mean [C], basis V_k [C, k] float64, scale = RMS std of the k components).
+
+    The scale gives the trunk coordinates unit mean square: A then has about the magnitude
+    a randomly initialised stage 1 reaches (so L_ac keeps its weight against L_con), and a
+    trunk perturbation costs `scale` mel units, not the top component's std (~5x more),
+    which the first Adam steps would otherwise turn into a large jump in the loss
+    (docs/training.md, PCA A/B)."""
     mean = s1 / n
     cov = s2 / n - np.outer(mean, mean)
     w, v = np.linalg.eigh((cov + cov.T) / 2)
@@ -77,7 +83,7 @@ def pca_basis(n: int, s1: np.ndarray, s2: np.ndarray, k: int):
     # depend on the eigensolver's sign convention.
     basis = v[:, order]
     basis = basis * np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)])
-    return mean, basis, float(np.sqrt(max(w[order[0]], 1e-12)))
+    return mean, basis, float(np.sqrt(max(np.mean(w[order]), 1e-12)))
 
 
 def trunk_shift(batches, mean, basis, scale) -> float:
