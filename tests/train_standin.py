@@ -118,7 +118,7 @@ def standin_factory(codec_cfg):
 # `--set` overrides (as command-line text) for subprocess runs of configs/tiny.py with the
 # stand-in codec (STANDIN_TRAIN), which has no SEANet convs or log-variance heads for the
 # init to set.
-STANDIN_INIT = {"init.mel_stats": "false", "init.logvar_bias": "null",
+STANDIN_INIT = {"init.mel_stats": "false", "init.seanet_pca": "false", "init.logvar_bias": "null",
                 "stages.finetune.enabled": "false"}
 # train.py's command line, training the stand-in codec (tests/standin_train.py).
 STANDIN_TRAIN = [sys.executable, str(REPO_ROOT / "tests" / "standin_train.py")]
@@ -139,7 +139,7 @@ def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch
     root = REPO_ROOT
     base = {"data.kind": "synthetic", "data.pipeline.max_phones": 16,
             # The stand-in has no SEANet convs or VAE log-variance heads for the init to set.
-            "init.mel_stats": not standin, "init.stats_batches": 2,
+            "init.mel_stats": not standin, "init.seanet_pca": False, "init.stats_batches": 2,
             **({"init.logvar_bias": None} if standin else {}),
             "stages.finetune.enabled": False,  # tests that want stage 3 turn it on
             "phonemes.d_model": 32, "phonemes.num_layers": 1, "phonemes.conv_layers": 1,

@@ -68,6 +68,9 @@ def apply_init(params, config: ExperimentConfig, mean=None, std=None, pca=None):
     log-variance biases of config.init. Pure and jit-able; leaves the rest untouched."""
     codec = dict(params["codec"])
     if pca is not None:
+        if "encoder" not in codec or "decoder" not in codec:
+            raise ValueError("init.seanet_pca: the codec has no SEANet encoder/decoder (a "
+                             "modified codec?); set init.seanet_pca=false")
         codec = pca_init.apply_pca_trunk(codec, config.codec.seanet, *pca)
     if mean is not None:
         first, last = _conv_names(config)
