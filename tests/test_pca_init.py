@@ -87,7 +87,7 @@ def test_init_is_the_rank_k_pca_autoencoder(rng):
     pca = coords @ basis.T * scale + mean
     np.testing.assert_allclose(np.asarray(rec[0]), pca, atol=2e-4)  # float32 through ~10 convs, |x| ~ 10
     # The ELUs really were on their identity side: the shift covers the trunk's range.
-    assert shift > -coords.min()
+    assert np.all(shift > -coords.min(axis=0)) and shift.shape == (k,)
 
 
 def test_side_channels_stay_random_and_trunk_reads_none_of_them(rng):

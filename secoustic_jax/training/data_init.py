@@ -128,8 +128,8 @@ def global_pca(local_batches, config: ExperimentConfig, process_count: int):
         n, s1, s2 = tot[0], tot[1:1 + s1.size], tot[1 + s1.size:].reshape(s2.shape)
     mean, basis, scale = pca_init.pca_basis(n, s1, s2, pca_init.trunk_width(config.codec.seanet))
     shift = pca_init.trunk_shift(local_batches, mean, basis, scale)
-    if process_count > 1:  # the same shift everywhere: the largest host's
-        shift = float(np.max(np.asarray(multihost_utils.process_allgather(np.array([shift])))))
+    if process_count > 1:  # the same offsets everywhere: the largest host's, per channel
+        shift = np.max(np.asarray(multihost_utils.process_allgather(shift)), axis=0)
     return mean, basis, scale, shift
 
 
@@ -150,8 +150,8 @@ def data_dependent_init(params, config: ExperimentConfig, batches, *, param_shar
         return params
     if pca is not None:
         m, basis, scale, shift = pca
-        fn = jax.jit(lambda p, m, v: apply_init(p, config, pca=(m, v, scale, shift)),
+        fn = jax.jit(lambda p, m, v, sh: apply_init(p, config, pca=(m, v, scale, sh)),
                      out_shardings=param_shardings)
-        return fn(params, m, basis)
+        return fn(params, m, basis, shift)
     fn = jax.jit(lambda p, m, s: apply_init(p, config, m, s), out_shardings=param_shardings)
     return fn(params, mean, std)

@@ -11,8 +11,8 @@ channels) "trunk" channels, the first k of every activation):
 
 - encoder first conv: trunk output u = V_k^T (x - m) / scale + shift at its current tap
   (V_k the top-k principal directions of the mel frames, m their mean, scale the top
-  component's std, shift a constant that keeps every trunk value of the statistics batches
-  on ELU's identity side, so the ELUs between the convs pass the trunk unchanged);
+  component's std, shift [k] per-channel offsets that keep every trunk value of the
+  statistics batches on ELU's identity side, so the ELUs between the convs pass the trunk unchanged);
 - every later conv: the trunk is copied (identity at the current tap, nothing from the
   other taps or from the side channels); the encoder's last conv removes the shift, so
   z[..., :k] = V_k^T (x - m) / scale, and the decoder's first conv adds it back;
@@ -36,7 +36,7 @@ import numpy as np
 from secoustic_jax.config.model import SEANetConfig
 from secoustic_jax.layers.seanet import LayerSpec, decoder_plan, encoder_plan
 
-SHIFT_MARGIN = 1.25  # shift = margin x the most negative trunk value of the statistics frames
+SHIFT_MARGIN = 1.25  # shift_i = margin x the most negative value of trunk channel i (>= margin)
 
 
 def trunk_width(cfg: SEANetConfig) -> int:
@@ -86,14 +86,17 @@ def pca_basis(n: int, s1: np.ndarray, s2: np.ndarray, k: int):
     return mean, basis, float(np.sqrt(max(np.mean(w[order]), 1e-12)))
 
 
-def trunk_shift(batches, mean, basis, scale) -> float:
-    """The constant that puts every trunk value of the statistics frames above ELU's knee."""
-    lowest = 0.0
+def trunk_shift(batches, mean, basis, scale) -> np.ndarray:
+    """Per trunk channel [k], the offset that puts every value of the statistics frames
+    above ELU's knee. Per channel, not one constant: every conv that reads a trunk channel
+    sees its offset as a constant input, so a weight step there moves the output by
+    (step x offset); small components keep small offsets."""
+    lowest = np.zeros(basis.shape[1])
     for b in batches:
         x = np.asarray(b["mel"], np.float64)[np.asarray(b["mel_mask"]) > 0]
         if x.size:
-            lowest = min(lowest, float(((x - mean) @ basis / scale).min()))
-    return SHIFT_MARGIN * max(-lowest, 1.0)
+            lowest = np.minimum(lowest, ((x - mean) @ basis / scale).min(axis=0))
+    return SHIFT_MARGIN * np.maximum(-lowest, 1.0)
 
 
 def _set_conv(p: dict, spec: LayerSpec, trunk_map, in_shift, out_shift) -> dict:
@@ -113,21 +116,26 @@ def _set_conv(p: dict, spec: LayerSpec, trunk_map, in_shift, out_shift) -> dict:
     return {"kernel": w32.astype(kernel.dtype), "bias": new_bias.astype(bias.dtype)}
 
 
-def _zero_branch(p: dict) -> dict:
-    """A ResBlock whose residual branch starts at zero (its second conv)."""
+def _zero_branch(p: dict, carried) -> dict:
+    """A ResBlock whose residual branch starts at zero (its second conv), its first conv
+    recentred for the trunk offsets `carried` [k] it reads (through the branch's ELU)."""
     block_3 = {name: jnp.zeros_like(a) for name, a in p["block_3"].items()}
-    return dict(p, block_3=block_3)
+    w, b = p["block_1"]["kernel"], p["block_1"]["bias"]
+    k = carried.shape[0]
+    offset = jnp.einsum("c,jco->o", carried, w[:, :k, :].astype(jnp.float32))
+    block_1 = dict(p["block_1"], bias=(b.astype(jnp.float32) - offset).astype(b.dtype))
+    return dict(p, block_1=block_1, block_3=block_3)
 
 
-def _walk(params: dict, plan, k: int, first, last, shift: float) -> dict:
+def _walk(params: dict, plan, first, last, carried) -> dict:
     """One SEANet stack: `first`/`last` = (trunk_map, in_shift, out_shift) of its end
-    convs; every conv in between copies the shifted trunk."""
+    convs; every conv in between copies the trunk with its offsets `carried` [k]."""
     out = dict(params)
     convs = [s for s in plan if s.kind != "res"]
-    eye, carried = jnp.eye(k, dtype=jnp.float32), jnp.full((k,), shift, jnp.float32)
+    eye = jnp.eye(carried.shape[0], dtype=jnp.float32)
     for spec in plan:
         if spec.kind == "res":
-            out[spec.name] = _zero_branch(params[spec.name])
+            out[spec.name] = _zero_branch(params[spec.name], carried)
             continue
         if spec is convs[0]:
             args = first
@@ -141,15 +149,15 @@ def _walk(params: dict, plan, k: int, first, last, shift: float) -> dict:
 
 def apply_pca_trunk(codec: dict, cfg: SEANetConfig, mean, basis, scale, shift) -> dict:
     """codec params -> codec params whose SEANet encoder/decoder compute the rank-k PCA
-    autoencoder through their trunk channels. mean [C], basis [C, k]; jit-able."""
+    autoencoder through their trunk channels. mean [C], basis [C, k], shift [k]; jit-able."""
     check_geometry(cfg)
     k = trunk_width(cfg)
     mean = jnp.asarray(mean, jnp.float32)
     basis = jnp.asarray(basis, jnp.float32)
-    zeros, carried = jnp.zeros((k,), jnp.float32), jnp.full((k,), shift, jnp.float32)
-    eye = jnp.eye(k, dtype=jnp.float32)
-    enc = _walk(codec["encoder"], encoder_plan(cfg), k,
-                first=(basis / scale, mean, carried), last=(eye, carried, zeros), shift=shift)
-    dec = _walk(codec["decoder"], decoder_plan(cfg), k,
-                first=(eye, zeros, carried), last=(scale * basis.T, carried, mean), shift=shift)
+    carried = jnp.broadcast_to(jnp.asarray(shift, jnp.float32), (k,))
+    zeros, eye = jnp.zeros((k,), jnp.float32), jnp.eye(k, dtype=jnp.float32)
+    enc = _walk(codec["encoder"], encoder_plan(cfg),
+                first=(basis / scale, mean, carried), last=(eye, carried, zeros), carried=carried)
+    dec = _walk(codec["decoder"], decoder_plan(cfg),
+                first=(eye, zeros, carried), last=(scale * basis.T, carried, mean), carried=carried)
     return dict(codec, encoder=enc, decoder=dec)
