@@ -4,6 +4,7 @@ Runs on the real codec's parameter tree (shapes only, nothing is compiled).
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -82,3 +83,43 @@ def test_weight_decay_only_on_matrices(shapes):
     assert not mask["codec/encoder_transformer/layers_0/layer_scale_1/scale"]
     assert not mask["aux/logit_scale"] and not mask["aux/phoneme_encoder/embedding"]
     assert not any(v for k, v in mask.items() if k.endswith("/bias"))
+
+
+def test_lr_scale_multiplies_exactly_the_matched_leaves(shapes):
+    """optim.lr_scale: the update of a leaf under a rule is the unscaled update times its
+    multiplier (longest prefix wins), every other leaf's update is unchanged, frozen leaves
+    stay at zero, and a rule that matches nothing is an error."""
+    import dataclasses
+
+    from secoustic_jax.training.optim import lr_scale_tree
+
+    cfg, sh = shapes
+    rules = (("codec/encoder", 0.5), ("codec/encoder/layer_0", 0.1), ("codec/vae_semantic_transformer", 3.0))
+    scaled_cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_scale=rules))
+    params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype) * 0.3, sh.params)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+    base_tx, tx = make_optimizer(cfg, 0, sh.params), make_optimizer(scaled_cfg, 0, sh.params)
+    for _ in range(3):  # past the first step: Adam's state matters
+        u0, s0 = base_tx.update(grads, base_tx.init(params) if _ == 0 else s0, params)
+        u1, s1 = tx.update(grads, tx.init(params) if _ == 0 else s1, params)
+    f0, f1 = _flat(u0), _flat(u1)
+    mult = _flat(lr_scale_tree(params, rules))
+    assert mult["codec/encoder/layer_0/kernel"] == 0.1 and mult["codec/encoder/layer_3/kernel"] == 0.5
+    assert mult["codec/decoder/layer_0/kernel"] == 1.0
+    for path, u in f1.items():
+        np.testing.assert_allclose(u, f0[path] * mult[path], rtol=1e-6)  # one float32 product
+    # Stage 1 freezes the semantic VAE: its (x3) updates are still exactly zero.
+    assert not any(np.any(v) for k, v in f1.items() if k.startswith("codec/vae_semantic_transformer"))
+    with pytest.raises(ValueError, match="no parameter under.*codec/encodr"):
+        lr_scale_tree(params, (("codec/encodr", 0.5),))
+
+
+@pytest.mark.parametrize("rules, match", [((("codec/encoder", 0.5), ("codec/encoder", 0.2)), "distinct"),
+                                          ((("codec/encoder", 0.0),), "> 0"),
+                                          ((("/", 0.5),), "non-empty")])
+def test_lr_scale_rules_are_validated(rules, match):
+    from secoustic_jax.config.base import ConfigError
+    from secoustic_jax.config.train import OptimConfig
+
+    with pytest.raises(ConfigError, match=match):
+        OptimConfig(lr_scale=rules).validate()

@@ -129,10 +129,19 @@ class OptimConfig:
     weight_decay: float = 0.01  # matrices only
     clip_norm: float = 1.0  # global norm over trainable leaves; 0 = off
     grad_accum: int = 1  # micro-batches per optimiser step
+    # (parameter path prefix, multiplier) pairs: the updates of the leaves under a prefix
+    # (whole path components, e.g. "codec/encoder/layer_0") are scaled; the longest
+    # matching prefix wins. Empty: one learning rate for every leaf.
+    lr_scale: tuple[tuple[str, float], ...] = ()
 
     def validate(self) -> None:
         if self.lr <= 0 or self.end_lr < 0 or self.warmup_steps < 0 or self.grad_accum < 1:
             raise ConfigError("optim: lr > 0, end_lr >= 0, warmup >= 0, grad_accum >= 1 required")
+        prefixes = [p for p, _ in self.lr_scale]
+        if len(set(prefixes)) != len(prefixes) or any(not p.strip("/") for p in prefixes):
+            raise ConfigError(f"optim.lr_scale: prefixes must be non-empty and distinct, got {prefixes}")
+        if any(not m > 0 for _, m in self.lr_scale):
+            raise ConfigError(f"optim.lr_scale: multipliers must be > 0, got {self.lr_scale}")
 
 
 @dataclass(frozen=True)

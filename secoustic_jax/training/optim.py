@@ -34,6 +34,28 @@ def decay_mask(params):
                       for k, v in flatten(params).items()})
 
 
+def lr_scale_tree(params, rules) -> dict:
+    """Same-structure tree of update multipliers: the longest prefix of `rules` ((path
+    prefix, multiplier) pairs, whole "/"-separated components) that matches a leaf's path,
+    else 1.0. A rule that matches no leaf is an error (a misspelt path would do nothing)."""
+    flat = flatten(params, "/")
+    used = set()
+    out = {}
+    for path in flat:
+        best = None
+        for prefix, mult in rules:
+            p = prefix.strip("/")
+            if (path == p or path.startswith(p + "/")) and (best is None or len(p) > len(best[0])):
+                best = (p, mult)
+        if best is not None:
+            used.add(best[0])
+        out[path] = 1.0 if best is None else float(best[1])
+    unused = [p for p, _ in rules if p.strip("/") not in used]
+    if unused:
+        raise ValueError(f"optim.lr_scale: no parameter under {unused}")
+    return unflatten(out, "/")
+
+
 def make_optimizer(config: ExperimentConfig, index: int, params) -> optax.GradientTransformation:
     """The stage optimiser; `params` (arrays or ShapeDtypeStructs) fixes the label tree."""
     o = config.optim
@@ -43,7 +65,14 @@ def make_optimizer(config: ExperimentConfig, index: int, params) -> optax.Gradie
     chain.append(optax.adamw(lr_schedule(config, index), b1=o.b1, b2=o.b2, eps=o.eps,
                              weight_decay=o.weight_decay, mask=decay_mask))
     labels = param_labels(params, stage_spec(index))
-    return optax.multi_transform({TRAIN: optax.chain(*chain), FROZEN: optax.set_to_zero()}, labels)
+    opt = optax.multi_transform({TRAIN: optax.chain(*chain), FROZEN: optax.set_to_zero()}, labels)
+    if not o.lr_scale:  # no wrapper: the state layout of runs without rules is unchanged
+        return opt
+    scales = lr_scale_tree(params, o.lr_scale)
+    # After the whole transform: frozen leaves' updates are zeros, and stay zeros.
+    scale = optax.stateless(
+        lambda updates, _: jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, scales))
+    return optax.chain(opt, scale)
 
 
 def count_state_leaves(opt_state) -> int:
