@@ -30,8 +30,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`name:a.b=v,c.d=w` -> (name, [a.b=v, c.d=w]); commas inside [] or () (a JSON list
+    value such as optim.lr_scale=[["codec/encoder/layer_0",0.05]]) do not split."""
     name, _, rest = text.partition(":")
-    return name, [s for s in rest.split(",") if s]
+    parts, depth, cur = [], 0, ""
+    for ch in rest:
+        depth += ch in "[(" and 1 or 0
+        depth -= ch in "])" and 1 or 0
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return name, [s for s in parts + [cur] if s]
 
 
 def train_variant(args, name: str, overrides: list[str]) -> tuple[pathlib.Path, float, list[str]]:

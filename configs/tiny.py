@@ -18,9 +18,11 @@ from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, Expe
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
         name="tiny",
-        # n_filters 32, not the test preset's 16: 80 bins through 16 channels at the encoder
-        # input and decoder output bound the mel error (docs/training.md A/B table).
-        codec=codec_preset("tiny", {"seanet.n_filters": 32}),
+        # n_filters 64, not the test preset's 16: the narrowest SEANet activation bounds the
+        # stage-1 error at that of a PCA of its width (PCA-32 0.070, PCA-64 0.0065 on the demo
+        # corpus); from the PCA init, 1000 steps reach 0.071 at 32 and ~0.01 at 64
+        # (docs/training.md, "Stage 1 from the PCA autoencoder").
+        codec=codec_preset("tiny", {"seanet.n_filters": 64}),
         phonemes=PhonemeEncoderConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128,
                                       conv_layers=2, dropout=0.1),
         loss=LossConfig(contrastive_dim=64, kl_ramp_start=150, kl_ramp_end=250,
@@ -35,11 +37,17 @@ def get_config() -> ExperimentConfig:
         # No gradient clipping: the global norm sits at 5-12 through stage 1, so clipping at 1
         # rescaled every step (stage-1 mel MSE at 1000 steps 0.484 -> 0.389 without it;
         # docs/training.md, "Stage 1, optimiser and width"). The NaN skip still guards.
-        optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=40, clip_norm=0.0),
-        # Data-dependent init, and VAE log-variance heads starting at sigma = exp(-3): with
-        # the torch default (sigma ~ 1 against |mu| ~ 0.3) the connector learned to ignore
-        # G (docs/training.md A/B table).
-        init=InitConfig(mel_stats=True, logvar_bias=-6.0),
+        # The SEANet's first conv reads raw log-mel (mean -5.5, 7 taps x 80 bins): one Adam
+        # step of size lr there moves its outputs ~100x more than elsewhere, so it learns at
+        # 0.05x (docs/training.md: a sign step of lr 2e-3 costs +144 MSE there, +16 in all
+        # other SEANet/transformer leaves together).
+        optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=40, clip_norm=0.0,
+                          lr_scale=(("codec/encoder/layer_0", 0.05),)),
+        # The stride-1 SEANet starts as the mel's PCA autoencoder (training/pca_init.py;
+        # stage-1 valid mel 0.416 -> 0.071 at 1000 steps, n_filters 32), and VAE log-variance
+        # heads start at sigma = exp(-3): with the torch default (sigma ~ 1 against
+        # |mu| ~ 0.3) the connector learned to ignore G (docs/training.md A/B tables).
+        init=InitConfig(seanet_pca=True, logvar_bias=-6.0),
         checkpoint=CheckpointConfig(every_steps=100, keep=3),
         log=LogConfig(every_steps=10, eval_every_steps=0, eval_batches=4, audio_examples=2),
         data=DataSourceConfig(kind="manifest", root="cache/corpus",

@@ -119,6 +119,7 @@ def standin_factory(codec_cfg):
 # stand-in codec (STANDIN_TRAIN), which has no SEANet convs or log-variance heads for the
 # init to set.
 STANDIN_INIT = {"init.mel_stats": "false", "init.seanet_pca": "false", "init.logvar_bias": "null",
+                "optim.lr_scale": "[]",
                 "stages.finetune.enabled": "false"}
 # train.py's command line, training the stand-in codec (tests/standin_train.py).
 STANDIN_TRAIN = [sys.executable, str(REPO_ROOT / "tests" / "standin_train.py")]
@@ -140,7 +141,8 @@ def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch
     base = {"data.kind": "synthetic", "data.pipeline.max_phones": 16,
             # The stand-in has no SEANet convs or VAE log-variance heads for the init to set.
             "init.mel_stats": not standin, "init.seanet_pca": False, "init.stats_batches": 2,
-            **({"init.logvar_bias": None} if standin else {}),
+            "codec.seanet.n_filters": 32,  # the tests' cost of the real codec, not the demo's width
+            **({"init.logvar_bias": None, "optim.lr_scale": ()} if standin else {}),
             "stages.finetune.enabled": False,  # tests that want stage 3 turn it on
             "phonemes.d_model": 32, "phonemes.num_layers": 1, "phonemes.conv_layers": 1,
             "phonemes.dim_feedforward": 64, "loss.contrastive_dim": 32,
