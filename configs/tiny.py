@@ -39,7 +39,7 @@ def get_config() -> ExperimentConfig:
         # docs/training.md, "Stage 1, optimiser and width"). The NaN skip still guards.
         # The SEANet's first conv reads raw log-mel (mean -5.5, 7 taps x 80 bins): one Adam
         # step of size lr there moves its outputs ~100x more than elsewhere, so it learns at
-        # 0.05x (docs/training.md: a sign step of lr 2e-3 costs +144 MSE there, +16 in all
+        # 0.05x (docs/training.md: a sign step of lr 2e-3 costs +127 MSE there, +25 in all
         # other SEANet/transformer leaves together).
         optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=40, clip_norm=0.0,
                           lr_scale=(("codec/encoder/layer_0", 0.05),)),
