@@ -94,6 +94,7 @@ def test_lr_scale_multiplies_exactly_the_matched_leaves(shapes):
     from secoustic_jax.training.optim import lr_scale_tree
 
     cfg, sh = shapes
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_scale=()))  # the reference
     rules = (("codec/encoder", 0.5), ("codec/encoder/layer_0", 0.1), ("codec/vae_semantic_transformer", 3.0))
     scaled_cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_scale=rules))
     params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype) * 0.3, sh.params)
