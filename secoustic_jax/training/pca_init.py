@@ -70,11 +70,11 @@ def frame_moments(batches) -> tuple[int, np.ndarray, np.ndarray]:
 def pca_basis(n: int, s1: np.ndarray, s2: np.ndarray, k: int):
     """-> (mean [C], basis V_k [C, k] float64, scale = RMS std of the k components).
 
-    The scale gives the trunk coordinates unit mean square: A then has about the magnitude
-    a randomly initialised stage 1 reaches (so L_ac keeps its weight against L_con), and a
+    The scale gives the trunk coordinates unit mean square (a randomly initialised stage 1
+    ends near 0.2 per dimension of A, so L_ac keeps an O(1) weight against L_con), and a
     trunk perturbation costs `scale` mel units, not the top component's std (~5x more),
-    which the first Adam steps would otherwise turn into a large jump in the loss
-    (docs/training.md, PCA A/B)."""
+    which the first Adam steps turn into a large jump in the loss (docs/training.md, PCA
+    A/B: pca vs pcaR)."""
     mean = s1 / n
     cov = s2 / n - np.outer(mean, mean)
     w, v = np.linalg.eigh((cov + cov.T) / 2)
