@@ -13,8 +13,9 @@ from secoustic_jax.checkpoint.torch_io import METADATA_KEY, load_state_dict, sav
 from secoustic_jax.cli import main
 from secoustic_jax.config.base import ConfigError, to_dict
 from secoustic_jax.config.model import codec_preset
+from secoustic_jax.config.train import load_experiment
 
-CFG = codec_preset("tiny", {"seanet.n_filters": 32})  # configs/tiny.py's network
+CFG = load_experiment("configs/tiny.py").codec  # configs/tiny.py's network (a tiny preset + n_filters)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_files_without_a_record_take_config_and_set(codec_dir, tmp_path, capsys)
     # A preset plus overrides applied together (n_filters alone is valid; d_model is not,
     # until seanet.dimension, fsq.dim and the embed size follow it).
     assert main(["import-torch", str(bare), "--out", str(tmp_path / "a"), "--config", "tiny",
-                 "--set", "seanet.n_filters=32"]) == 0
+                 "--set", f"seanet.n_filters={CFG.seanet.n_filters}"]) == 0
     _same(codec, Codec.load(tmp_path / "a"))
     # A JSON codec config: a codec directory's own codec.json.
     assert main(["import-torch", str(bare), "--out", str(tmp_path / "b"), "--config",
