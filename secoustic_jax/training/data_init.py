@@ -148,10 +148,6 @@ def data_dependent_init(params, config: ExperimentConfig, batches, *, param_shar
             pca = global_pca(taken, config, process_count)
     if mean is None and pca is None and config.init.logvar_bias is None:
         return params
-    if pca is not None:
-        m, basis, scale, shift = pca
-        fn = jax.jit(lambda p, m, v, sh: apply_init(p, config, pca=(m, v, scale, sh)),
-                     out_shardings=param_shardings)
-        return fn(params, m, basis, shift)
-    fn = jax.jit(lambda p, m, s: apply_init(p, config, m, s), out_shardings=param_shardings)
-    return fn(params, mean, std)
+    # None arguments are empty pytrees: one jitted function serves every combination.
+    fn = jax.jit(lambda p, m, s, pc: apply_init(p, config, m, s, pc), out_shardings=param_shardings)
+    return fn(params, mean, std, pca)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from secoustic_jax.config.train import ExperimentConfig
-from secoustic_jax.training.stages import FROZEN, TRAIN, param_labels, stage_spec
+from secoustic_jax.training.stages import FROZEN, TRAIN, matches, param_labels, stage_spec
 from secoustic_jax.tree import flatten, unflatten
 
 NO_DECAY_NAMES = ("bias", "scale", "logit_scale", "alpha", "embedding")
@@ -38,19 +38,15 @@ def lr_scale_tree(params, rules) -> dict:
     """Same-structure tree of update multipliers: the longest prefix of `rules` ((path
     prefix, multiplier) pairs, whole "/"-separated components) that matches a leaf's path,
     else 1.0. A rule that matches no leaf is an error (a misspelt path would do nothing)."""
-    flat = flatten(params, "/")
-    used = set()
-    out = {}
-    for path in flat:
-        best = None
-        for prefix, mult in rules:
-            p = prefix.strip("/")
-            if (path == p or path.startswith(p + "/")) and (best is None or len(p) > len(best[0])):
-                best = (p, mult)
+    rules = [(prefix.strip("/"), float(mult)) for prefix, mult in rules]
+    used, out = set(), {}
+    for path in flatten(params, "/"):
+        hits = [(p, m) for p, m in rules if matches(path, p)]
+        best = max(hits, key=lambda h: len(h[0]), default=None)
         if best is not None:
             used.add(best[0])
-        out[path] = 1.0 if best is None else float(best[1])
-    unused = [p for p, _ in rules if p.strip("/") not in used]
+        out[path] = 1.0 if best is None else best[1]
+    unused = [p for p, _ in rules if p not in used]
     if unused:
         raise ValueError(f"optim.lr_scale: no parameter under {unused}")
     return unflatten(out, "/")

@@ -56,7 +56,8 @@ class StageMaskError(ValueError):
     """A parameter is matched by no rule or by more than one rule."""
 
 
-def _matches(path: str, prefix: str) -> bool:
+def matches(path: str, prefix: str) -> bool:
+    """Whether '/'-joined `path` lies under `prefix` (whole path components)."""
     return path == prefix or path.startswith(prefix + "/")
 
 
@@ -64,8 +65,8 @@ def path_labels(paths, spec: StageSpec) -> dict[str, str]:
     """Label per '/'-joined path; raises StageMaskError unless each path has exactly one rule."""
     out, problems = {}, []
     for p in paths:
-        hits = [(TRAIN, r) for r in spec.trainable if _matches(p, r)]
-        hits += [(FROZEN, r) for r in spec.frozen if _matches(p, r)]
+        hits = [(TRAIN, r) for r in spec.trainable if matches(p, r)]
+        hits += [(FROZEN, r) for r in spec.frozen if matches(p, r)]
         if len(hits) != 1:
             problems.append(f"{p}: {'no rule' if not hits else 'rules ' + str([h[1] for h in hits])}")
         else:
