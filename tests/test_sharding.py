@@ -18,7 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent("""
     import json, sys
-    import jax, jax.numpy as jnp, numpy as np
+    import jax, jax.numpy as jnp, numpy as np, optax
     from flax import traverse_util
     from secoustic_jax.config.train import MeshConfig
     from secoustic_jax.training import runtime as rtm, sharding as shd
@@ -54,7 +54,12 @@ WORKER = textwrap.dedent("""
                 state, m = rt.train_step(state, gb)
                 losses.append(float(m["loss/total"]))
             params, stats = state.params, state.batch_stats
-        mu = state.opt_state.inner_states["train"].inner_state[1][0].mu
+        # The Adam moments wherever the chain puts them (optim.lr_scale wraps the chain).
+        adam = [x for x in jax.tree_util.tree_leaves(
+            state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+            if isinstance(x, optax.ScaleByAdamState)]
+        assert len(adam) == 1, len(adam)
+        mu = adam[0].mu
         for k, v in flat(params).items():
             specs[k] = str(v.sharding.spec)
         for k, v in flat(mu).items():
