@@ -1,90 +1,162 @@
-"""Input-pipeline throughput (utterance-seconds per second) beside the training step's need.
+"""Input-pipeline feed rate per host core (audio-seconds per second) beside what a chip eats.
 
-    .venv/bin/python bench/bench_pipeline.py --corpus cache/corpus [--batches 30] [--out f.json]
+    .venv/bin/python bench/bench_pipeline.py --corpus cache/demo_corpus --out bench/results/pipeline.json
 
-Measures steady-state batches of the training iterator for worker_count 0 (in-process
-threads), 1 and 2 (grain multiprocessing), without and with a warm feature cache.
-"Utterance-seconds" counts the audio each example covers (the crop), so the number is
-directly comparable with what a training step consumes: global_batch x crop seconds per
-step. Without --corpus a tiny corpus is built in a temporary folder.
+Each source is measured in a child process pinned to ONE core (`os.sched_setaffinity`),
+in-process grain (worker_count 0, one read thread), so its rate is per host core:
+  wav         the manifest source reading raw audio and computing the mel on the host;
+  npy         the manifest source with a warm per-utterance feature cache;
+  packed_f16  packed ArrayRecord shards, float16 log-mel (`secoustic data pack`);
+  packed_f32  the same, float32 (bit-exact with the manifest pipeline).
+"Audio-seconds" counts the crop each example covers, so a rate compares directly with what
+a training step consumes (global batch x crop seconds per step). The median of --repeats
+timed runs is reported. The consumption table gives the paper steps of both presets
+(stage 1: 32 x 256 frames, stage 2: 32 x 344) at 40 % MFU on H200, TPU v5e and v5p, from
+the model FLOPs of secoustic_jax/flops.py (training-only heads left out, so consumption is
+slightly overstated), and the host cores each chip needs from each source.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import pathlib
+import platform
+import statistics
 import sys
 import tempfile
 import time
 
-# Step times measured on this 2-core CPU kind (environment.md §10): full-size model,
-# batch 4 x 3 s, both decode paths.
-CPU_STEP = {"86hz": (6.9, 4 * 3.0), "21_5hz": (1.8, 4 * 3.0)}
+HOP, SR = 256, 22050
+# bf16 dense peak FLOP/s per chip (vendor figures).
+CHIPS = {"H200": 989e12, "TPU v5e": 197e12, "TPU v5p": 459e12}
+MFU = 0.40
+PAPER_STEPS = {1: (32, 256), 2: (32, 344)}  # stage -> (batch, frames), training.md §7
 
 
-def _measure(paths, inv, cfg, batches: int, batch: int) -> dict:
+def _iterator(source: str, root: pathlib.Path, packed: dict, cache: pathlib.Path,
+              segment: int, batch: int):
+    from secoustic_jax.config.data import PipelineConfig
+    from secoustic_jax.data.packed_source import make_packed_train_iterator
+    from secoustic_jax.data.phones import PhoneInventory
     from secoustic_jax.data.pipeline import make_train_iterator
 
-    it = make_train_iterator(paths, inv, cfg, seed=0, global_batch_size=batch)
+    cfg = PipelineConfig(segment_frames=segment, worker_count=0, num_threads=1,
+                         feature_cache=str(cache) if source == "npy" else None)
+    if source.startswith("packed"):
+        return make_packed_train_iterator(packed[source], "train", cfg, seed=0,
+                                          global_batch_size=batch)
+    return make_train_iterator([root / "train.jsonl"], PhoneInventory.load(root), cfg, seed=0,
+                               global_batch_size=batch)
+
+
+def _child(args: tuple, out) -> None:
+    """One timed run on one core; sends (startup_s, audio_seconds_per_s) back."""
+    source, root, packed, cache, segment, batch, batches = args
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()  # grain trap (environment.md §5)
     t0 = time.perf_counter()
-    next(it)  # start-up: worker spawn, imports, first mel
+    it = _iterator(source, root, packed, cache, segment, batch)
+    next(it)  # start-up: imports, index, first batch
     t1 = time.perf_counter()
     for _ in range(batches):
         next(it)
     t2 = time.perf_counter()
     it.close()
-    crop_s = cfg.segment_frames * 256 / 22050
-    rate = batches * batch * crop_s / (t2 - t1)
-    return {"workers": cfg.worker_count, "cache": cfg.feature_cache is not None,
-            "startup_s": round(t1 - t0, 2), "batches_per_s": round(batches / (t2 - t1), 3),
-            "utt_seconds_per_s": round(rate, 1)}
+    out.send((t1 - t0, batches * batch * segment * HOP / SR / (t2 - t1)))
+
+
+def _run(args: tuple) -> tuple[float, float]:
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no thread state from the parent
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child, args=(args, send))
+    p.start()
+    res = recv.recv()
+    p.join()
+    if p.exitcode:
+        raise RuntimeError(f"{args[0]}: child exited with {p.exitcode}")
+    return res
+
+
+def consumption(feed: dict[str, float]) -> list[dict]:
+    """Audio-seconds per second each chip consumes at 40 % MFU, and cores per chip per source."""
+    from secoustic_jax import flops
+    from secoustic_jax.config.model import codec_preset
+
+    rows = []
+    for preset in ("86hz", "21_5hz"):
+        cfg = codec_preset(preset)
+        for stage, (batch, frames) in PAPER_STEPS.items():
+            step_flops = flops.train_step(cfg, stage, batch, frames)
+            audio = batch * frames * HOP / SR
+            for chip, peak in CHIPS.items():
+                rate = audio / (step_flops / (MFU * peak))
+                rows.append({"preset": preset, "stage": stage, "batch": batch, "frames": frames,
+                             "step_tflop": round(step_flops / 1e12, 3), "chip": chip,
+                             "audio_s_per_s": round(rate),
+                             "cores_needed": {s: round(rate / r, 1) for s, r in feed.items()}})
+    return rows
+
+
+def _machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=None, help="corpus folder with train.jsonl, phones.json")
-    ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--corpus", required=True, help="corpus folder (train.jsonl, phones.json)")
+    ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch", type=int, default=32, help="global batch (training.md §7)")
     ap.add_argument("--segment", type=int, default=344)
-    ap.add_argument("--workers", default="0,1,2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sources", default="wav,npy,packed_f16,packed_f32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
-    from absl import flags
-    flags.FLAGS.mark_as_parsed()  # grain multiprocessing trap (environment.md §5)
-    from secoustic_jax.config.data import CorpusConfig, PipelineConfig
-    from secoustic_jax.data.corpus import build_corpus
-    from secoustic_jax.data.phones import PhoneInventory
+    from secoustic_jax.data.pack import PackOptions, pack_dataset
+    from secoustic_jax.data.pipeline import make_train_iterator  # noqa: F401 (import cost)
 
-    tmp = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)  # prefetch threads may still write
-    root = pathlib.Path(args.corpus) if args.corpus else pathlib.Path(tmp.name) / "tiny"
-    if not args.corpus:
-        build_corpus(root, CorpusConfig(size="tiny", workers=1), log=lambda *a: None)
-    inv = PhoneInventory.load(root)
-    paths = [root / "train.jsonl"]
-    rows = []
-    for w in [int(x) for x in args.workers.split(",")]:
-        cfg = PipelineConfig(segment_frames=args.segment, worker_count=w, num_threads=2)
-        rows.append(_measure(paths, inv, cfg, args.batches, args.batch))
-        print(json.dumps(rows[-1]), flush=True)
-    cache = pathlib.Path(tmp.name) / "features"
-    cfg = PipelineConfig(segment_frames=args.segment, feature_cache=str(cache), num_threads=2)
-    _measure(paths, inv, cfg, args.batches, args.batch)  # fills the cache
-    rows.append(_measure(paths, inv, cfg, args.batches, args.batch))
-    print(json.dumps(rows[-1]), flush=True)
-    crop_s = args.segment * 256 / 22050
-    need = {k: round(audio / step, 2) for k, (step, audio) in CPU_STEP.items()}
-    summary = {"corpus": str(root), "global_batch": args.batch, "crop_seconds": round(crop_s, 3),
-               "pipeline": rows, "training_consumption_utt_seconds_per_s_cpu": need,
-               "note": "training consumption = audio per step / step time (environment.md §10); "
-                       "an accelerator step is ~100x faster: compare with batch*crop/step_time"}
-    print(json.dumps(summary, indent=1))
+    root = pathlib.Path(args.corpus)
+    sources = args.sources.split(",")
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        tmp = pathlib.Path(tmp)
+        packed = {}
+        for name, dtype in (("packed_f16", "float16"), ("packed_f32", "float32")):
+            if name in sources:
+                packed[name] = tmp / name
+                pack_dataset(root, packed[name], ["train"],
+                             PackOptions(mel_dtype=dtype, workers=2), log=lambda *a: None)
+        cache = tmp / "features"
+        common = (root, packed, cache, args.segment, args.batch, args.batches)
+        if "npy" in sources:
+            _run(("npy",) + common)  # fills the cache
+        rows = []
+        for src in sources:
+            runs = [_run((src,) + common) for _ in range(args.repeats)]
+            rates = [r for _, r in runs]
+            rows.append({"source": src, "audio_s_per_s_per_core": round(statistics.median(rates), 1),
+                         "runs": [round(r, 1) for r in rates],
+                         "startup_s": round(statistics.median(s for s, _ in runs), 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    feed = {r["source"]: r["audio_s_per_s_per_core"] for r in rows}
+    ratios = {s: round(v / feed["wav"], 1) for s, v in feed.items()} if "wav" in feed else {}
+    summary = {"machine": _machine(), "corpus": str(root), "global_batch": args.batch,
+               "crop_frames": args.segment, "batches": args.batches, "repeats": args.repeats,
+               "feed_per_core": rows, "speedup_vs_wav": ratios, "mfu": MFU,
+               "chip_peak_flops": CHIPS, "consumption": consumption(feed)}
+    print(json.dumps({k: summary[k] for k in ("speedup_vs_wav",)}))
+    for r in summary["consumption"]:
+        print(f"{r['preset']:7s} stage {r['stage']} {r['chip']:8s} {r['audio_s_per_s']:>7d} "
+              f"audio-s/s  cores: " + ", ".join(f"{k} {v}" for k, v in r["cores_needed"].items()))
     if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(summary, indent=1))
-    tmp.cleanup()
+        pathlib.Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
-if __name__ == "__main__":  # grain workers are spawned: keep the guard
+if __name__ == "__main__":  # spawned children re-import this module: keep the guard
     sys.exit(main())

@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import grain
 import numpy as np
@@ -129,6 +131,67 @@ def test_two_hosts_read_disjoint_records_that_cover_the_split(corpus, packed):
         assert got == [int(b["utt_index"][0]) for b in ref]  # the manifest source's shard
         seen.append(set(got))
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(14))
+
+
+HOST_WORKER = """
+import json, sys
+import grain
+from absl import flags
+flags.FLAGS.mark_as_parsed()
+from secoustic_jax.config.data import PipelineConfig
+from secoustic_jax.data.packed_source import make_packed_train_iterator
+root, host = sys.argv[1], int(sys.argv[2])
+cfg = PipelineConfig(segment_frames=256, max_phones=96, num_threads=1, prefetch_buffer=2,
+                     shuffle=False, num_epochs=1, host_split="shards")
+it = make_packed_train_iterator(root, "train", cfg, seed=0, global_batch_size=2,
+                                shard_options=grain.sharding.ShardOptions(host, 2))
+print("RESULT" + json.dumps({"utts": [int(b["utt_index"][0]) for b in it],
+                             "speakers": it.speakers}))
+"""
+
+
+def test_two_processes_read_disjoint_shard_files_that_cover_the_split(packed, tmp_path):
+    """host_split="shards", two OS processes: each gets a copy of the dataset WITHOUT the
+    other host's shard files, so finishing at all shows it never opens them."""
+    files = [sh["file"] for sh in F.load_index(packed)["splits"]["train"]["shards"]]
+    assert len(files) == 4  # records_per_shard 4, 14 records
+    procs = []
+    for host in range(2):
+        root = shutil.copytree(packed, tmp_path / f"host{host}")
+        for i, name in enumerate(files):
+            if i % 2 != host:
+                (root / name).unlink()
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        procs.append(subprocess.Popen([sys.executable, "-c", HOST_WORKER, str(root), str(host)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env))
+    res = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        res.append(json.loads([x for x in out.splitlines() if x.startswith("RESULT")][-1][6:]))
+    a, b = (set(r["utts"]) for r in res)
+    # Shards 0, 2 (records 0-3, 8-11) to host 0; shards 1, 3 (4-7, 12-13) to host 1.
+    assert a == {0, 1, 2, 3, 8, 9, 10, 11} and b == {4, 5, 6, 7, 12, 13}
+    assert len(res[0]["utts"]) == 8 and len(res[1]["utts"]) == 6  # each record once
+    assert res[0]["speakers"] == res[1]["speakers"]  # speaker ids from the whole catalog
+
+
+def test_shard_split_needs_a_shard_per_host_and_a_packed_source(corpus, packed):
+    cfg = dataclasses.replace(CFG, host_split="shards")
+    with pytest.raises(F.PackedError, match="4 shard file.*fewer than the 5 hosts"):
+        make_packed_train_iterator(packed, "train", cfg, seed=0, global_batch_size=5,
+                                   shard_options=grain.sharding.ShardOptions(0, 5))
+    with pytest.raises(ValueError, match="needs a packed source"):
+        make_train_iterator([corpus / "train.jsonl"], PhoneInventory.load(corpus), cfg, seed=0,
+                            global_batch_size=2)
+    with pytest.raises(ConfigError, match="host_split"):
+        dataclasses.replace(CFG, host_split="files").validate()
+    # A host's reader refuses a record of another host's shard, naming it.
+    info = F.load_index(packed)["splits"]["train"]
+    entries, _, _ = packed_entries(info, CFG)
+    with pytest.raises(F.PackedError, match="shard train-00001-of-00004.* not in this host"):
+        PackedReader(packed, info, 256, [0, 2]).record(entries[4])
 
 
 def test_reader_pickles_for_grain_workers(packed):

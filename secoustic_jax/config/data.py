@@ -14,6 +14,7 @@ from secoustic_jax.config.model import MelConfig
 FRAME_RATE = 22050 / 256
 SPLITS = ("train", "valid", "test", "test_unseen")
 PROMPT_SOURCES = ("same", "other")
+HOST_SPLITS = ("records", "shards")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class PipelineConfig:
     prefetch_buffer: int = 8
     feature_cache: str | None = None  # folder for cached full-utterance mels (.npy)
     batch_axes: tuple[str, ...] = ("data", "fsdp")  # mesh axes the batch dim is split over
+    # How training hosts divide a packed split: "records" (record k to host k % hosts: the
+    # manifest source's batches, every host opens every shard file) or "shards" (shard file
+    # i to host i % hosts: a host opens only its own files; prompts come from its own
+    # records). The manifest source has no files to divide and refuses "shards".
+    host_split: str = "records"
     mel: MelConfig = field(default_factory=MelConfig)
 
     @property
@@ -93,5 +99,8 @@ class PipelineConfig:
         if self.prompt_source not in PROMPT_SOURCES:
             raise ConfigError(f"pipeline.prompt_source must be one of {PROMPT_SOURCES}, "
                               f"got {self.prompt_source!r}")
+        if self.host_split not in HOST_SPLITS:
+            raise ConfigError(f"pipeline.host_split must be one of {HOST_SPLITS}, "
+                              f"got {self.host_split!r}")
         if self.worker_count < 0 or self.num_threads < 1:
             raise ConfigError("pipeline: worker_count >= 0 and num_threads >= 1 required")

@@ -45,13 +45,16 @@ def split_info(index: dict, split: str, root) -> dict:
     return index["splits"][split]
 
 
-def check_shards(root, info: dict, verify: str = "size") -> None:
-    """Every shard of a split exists with its indexed size (and sha256 with "sha256")."""
+def check_shards(root, info: dict, verify: str = "size", shards=None) -> None:
+    """Every shard of a split (or those numbered in `shards`) exists with its indexed size
+    (and sha256 with "sha256")."""
     if verify not in VERIFY:
         raise ValueError(f"verify must be one of {VERIFY}, got {verify!r}")
     if verify == "none":
         return
-    for sh in info["shards"]:
+    for i, sh in enumerate(info["shards"]):
+        if shards is not None and i not in shards:
+            continue
         path = F.as_path(root) / sh["file"]
         if not path.exists():
             raise F.PackedError(f"shard {path} is missing (the index lists it with "
@@ -76,26 +79,37 @@ class PackedReader:
     """Record reader of one packed split (the `read` protocol of pipeline.ManifestReader).
 
     Holds a grain ArrayRecordDataSource over the split's shards (opened lazily, picklable
-    for grain workers); `entry.key` is the record key in the split."""
+    for grain workers); `entry.key` is the record key in the split. `shards`: open only
+    these shard files (host_split="shards"); a key in another shard is an error."""
 
-    def __init__(self, root, info: dict, hop: int):
+    def __init__(self, root, info: dict, hop: int, shards=None):
         self.names = [sh["file"] for sh in info["shards"]]
         counts = [sh["records"] for sh in info["shards"]]
         self.starts = [0, *itertools.accumulate(counts)]
         self.hop = hop
+        self.opened = sorted(range(len(counts)) if shards is None else shards)
+        # Key offset of each opened shard inside the (concatenated) source.
+        self.local = dict(zip(self.opened, itertools.accumulate(
+            (counts[i] for i in self.opened), initial=0)))
         # "path[0:n]" skips opening every file just to count its records.
-        paths = [f"{F.as_path(root) / n}[0:{c}]" for n, c in zip(self.names, counts) if c]
+        paths = [f"{F.as_path(root) / self.names[i]}[0:{counts[i]}]" for i in self.opened
+                 if counts[i]]
         self.source = grain.sources.ArrayRecordDataSource(paths) if paths else []
 
+    def _shard(self, key: int) -> int:
+        return bisect.bisect_right(self.starts, key) - 1
+
     def where(self, key: int) -> str:
-        i = bisect.bisect_right(self.starts, key) - 1
+        i = self._shard(key)
         return f"shard {self.names[i]} record {key - self.starts[i]}"
 
     def record(self, entry: Entry) -> dict:
         """Decoded record of `entry`; raises PackedError naming the shard and record."""
-        where = self.where(entry.key)
+        where, i = self.where(entry.key), self._shard(entry.key)
+        if i not in self.local:
+            raise F.PackedError(f"{where}: not in this host's shards {self.opened}")
         try:
-            data = self.source[entry.key]
+            data = self.source[self.local[i] + entry.key - self.starts[i]]
         except (RuntimeError, OSError, ValueError) as e:
             raise F.PackedError(f"{where}: unreadable ({e})") from e
         rec = F.decode_record(data, where, self.hop)
@@ -173,6 +187,9 @@ def make_packed_train_iterator(root, split: str, cfg: PipelineConfig = None, *, 
     process count; drop_remainder gives every host the same number of records).
     `model_mel`: the model's mel config (default cfg.mel); a differing index is refused."""
     cfg = cfg or PipelineConfig()
+    if cfg.host_split == "shards":
+        return _train_by_shards(root, split, cfg, seed, shard_options, global_batch_size, mesh,
+                                sharding, model_mel, verify, speakers)
     entries, speakers, rep, inv, read = _open(root, split, cfg, model_mel, verify, speakers)
     index, count = _shard(shard_options)
     if shard_options is not None and shard_options.drop_remainder:
@@ -180,6 +197,40 @@ def make_packed_train_iterator(root, split: str, cfg: PipelineConfig = None, *, 
     return train_batches(entries, speakers, rep, inv, cfg, read, seed=seed, process_index=index,
                          process_count=count, global_batch_size=global_batch_size, mesh=mesh,
                          sharding=sharding)
+
+
+def host_shards(info: dict, index: int, count: int) -> list[int]:
+    """The shard files host `index` of `count` reads with host_split="shards": i % count ==
+    index. Every host needs at least one (the split must have >= count shard files)."""
+    n = len(info["shards"])
+    if n < count:
+        raise F.PackedError(f"host_split='shards': the split has {n} shard file(s), fewer "
+                            f"than the {count} hosts; repack with a smaller "
+                            f"--records-per-shard or use host_split='records'")
+    return list(range(index, n, count))
+
+
+def _train_by_shards(root, split, cfg, seed, shard_options, global_batch_size, mesh, sharding,
+                     model_mel, verify, speakers):
+    """host_split="shards": this host's entries are the records of its own shard files.
+    Entry indices and speaker ids come from the whole catalog, so they agree across hosts;
+    only the host's files are checked and opened."""
+    cfg.validate()
+    index_json = F.load_index(root)
+    check_mel(index_json, model_mel if model_mel is not None else cfg.mel, root)
+    info = split_info(index_json, split, root)
+    index, count = _shard(shard_options)
+    own = host_shards(info, index, count)
+    check_shards(root, info, verify, own)
+    entries, speakers, rep = packed_entries(info, cfg, speakers)
+    starts = [0, *itertools.accumulate(sh["records"] for sh in info["shards"])]
+    mine = [e for e in entries
+            if any(starts[i] <= e.key < starts[i + 1] for i in own)]
+    read = PackedReader(root, info, index_json["mel"]["hop_length"], own)
+    inv = PhoneInventory(index_json["phones"], ordered=True)
+    return train_batches(mine, speakers, rep, inv, cfg, read, seed=seed, process_index=index,
+                         process_count=count, global_batch_size=global_batch_size, mesh=mesh,
+                         sharding=sharding, presharded=True)
 
 
 def make_packed_eval_iterator(root, split: str, cfg: PipelineConfig = None, *,

@@ -256,6 +256,9 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     cfg.validate()
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if cfg.host_split != "records":
+        raise ValueError(f"pipeline.host_split={cfg.host_split!r} needs a packed source "
+                         f"(data.kind=packed); a manifest has no shard files to divide")
     entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
     return train_batches(entries, speakers, rep, inventory, cfg, ManifestReader(cfg), seed=seed,
                          process_index=process_index, process_count=process_count,
@@ -265,11 +268,14 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
 def train_batches(entries: list[Entry], speakers: list[str], rep: R.SkipReport,
                   inventory: PhoneInventory, cfg: PipelineConfig, read, *, seed: int,
                   process_index: int, process_count: int, global_batch_size: int, mesh=None,
-                  sharding=None) -> BatchIterator:
+                  sharding=None, presharded: bool = False) -> BatchIterator:
     """The training stream over an entry list (shared by the manifest and packed sources):
-    shard `entries[process_index::process_count]` -> shuffle -> repeat -> random_map."""
+    shard `entries[process_index::process_count]` -> shuffle -> repeat -> random_map.
+
+    `presharded`: `entries` already are this host's (packed host_split="shards"); they are
+    used whole, and prompts from another utterance come from them only."""
     local = _local_batch(global_batch_size, process_count)
-    shard = entries[process_index::process_count]
+    shard = entries if presharded else entries[process_index::process_count]
     if not shard:
         raise ValueError(f"process {process_index}/{process_count} has no usable utterances "
                          f"({rep.skipped} skipped):\n{rep.summary()}")
