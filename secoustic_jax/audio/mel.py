@@ -85,8 +85,44 @@ def _frames(padded: jax.Array, n_frames: int, cfg: MelConfig) -> jax.Array:
 def _log_mel_impl(wav: jax.Array, cfg: MelConfig) -> jax.Array:
     """wav [B, N] float32 -> [B, T, n_mels]; shapes already validated."""
     wav = wav.astype(jnp.float32)
-    n_frames = num_frames(wav.shape[-1], cfg)
     padded = jnp.pad(wav, ((0, 0), (cfg.pad, cfg.pad)), mode="reflect")
+    return _log_mel_padded(padded, num_frames(wav.shape[-1], cfg), cfg)
+
+
+def log_mel_windows(windows: jax.Array, cfg: MelConfig = MelConfig()) -> jax.Array:
+    """Log-mel of waveform windows already cut with `frame_window` (no padding here).
+
+    windows [B, F * hop + 2 pad] float (e.g. int16 / 32768) -> [B, F, n_mels] float32:
+    frame f of window b is frame start_b + f of the utterance's `log_mel`. Jit-able (the
+    on-device front end of pipeline.features = "waveform")."""
+    extra = windows.shape[-1] - 2 * cfg.pad
+    if windows.ndim != 2 or extra <= 0 or extra % cfg.hop_length:
+        raise ValueError(f"log_mel_windows: expected [B, F * {cfg.hop_length} + {2 * cfg.pad}] "
+                         f"windows, got shape {windows.shape}")
+    return _log_mel_padded(windows.astype(jnp.float32), extra // cfg.hop_length, cfg)
+
+
+def frame_window(wav: np.ndarray, start: int, frames: int, cfg: MelConfig = MelConfig()
+                 ) -> np.ndarray:
+    """The samples mel frames [start, start + frames) of `log_mel(wav)` read (host, numpy).
+
+    wav [N] (any dtype) -> [frames * hop + 2 pad], same dtype: samples start*hop - pad ...
+    (start + frames)*hop + pad of the reflect-padded utterance; zeros past its end (frames
+    beyond T = floor(N / hop), which a crop masks). Reflect-pads only near the edges."""
+    n, hop, pad = wav.shape[0], cfg.hop_length, cfg.pad
+    lo, hi = start * hop - pad, (start + frames) * hop + pad
+    out = np.zeros(hi - lo, wav.dtype)
+    a, b = max(lo, -pad), min(hi, n + pad)  # the reflect-padded signal spans [-pad, n + pad)
+    if a < b:
+        if a >= 0 and b <= n:
+            out[a - lo:b - lo] = wav[a:b]
+        else:
+            out[a - lo:b - lo] = np.pad(wav, pad, mode="reflect")[a + pad:b + pad]
+    return out
+
+
+def _log_mel_padded(padded: jax.Array, n_frames: int, cfg: MelConfig) -> jax.Array:
+    """[B, (n_frames - 1) * hop + n_fft] float32 -> [B, n_frames, n_mels]."""
     frames = _frames(padded, n_frames, cfg) * jnp.asarray(hann_window(cfg.n_fft))
     spec = jnp.fft.rfft(frames, n=cfg.n_fft, axis=-1)  # [B, T, 513] complex64
     mag = jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + cfg.mag_eps)

@@ -15,6 +15,7 @@ FRAME_RATE = 22050 / 256
 SPLITS = ("train", "valid", "test", "test_unseen")
 PROMPT_SOURCES = ("same", "other")
 HOST_SPLITS = ("records", "shards")
+FEATURES = ("mel", "waveform")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class PipelineConfig:
     # i to host i % hosts: a host opens only its own files; prompts come from its own
     # records). The manifest source has no files to divide and refuses "shards".
     host_split: str = "records"
+    # What a batch carries: "mel" (host log-mel crops) or "waveform" (int16 waveform windows
+    # `wav` / `prompt_wav` from packed --waveform records; the trainer computes the mel on
+    # the device when it places the batch, data/device_mel.py).
+    features: str = "mel"
     mel: MelConfig = field(default_factory=MelConfig)
 
     @property
@@ -99,6 +104,9 @@ class PipelineConfig:
         if self.prompt_source not in PROMPT_SOURCES:
             raise ConfigError(f"pipeline.prompt_source must be one of {PROMPT_SOURCES}, "
                               f"got {self.prompt_source!r}")
+        if self.features not in FEATURES:
+            raise ConfigError(f"pipeline.features must be one of {FEATURES}, "
+                              f"got {self.features!r}")
         if self.host_split not in HOST_SPLITS:
             raise ConfigError(f"pipeline.host_split must be one of {HOST_SPLITS}, "
                               f"got {self.host_split!r}")

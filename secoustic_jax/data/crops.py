@@ -41,12 +41,17 @@ def prompt_crop(mel: np.ndarray, frames: int, rng: np.random.Generator | None
     Random start in [0, T - frames] in training (rng), centred (T - L) // 2 otherwise,
     matching the API's centred prompt crop (model.md §11).
     """
-    total = mel.shape[0]
-    length = min(total, frames)
-    start = int(rng.integers(total - length + 1)) if rng is not None else (total - length) // 2
+    start, length = prompt_window(mel.shape[0], frames, rng)
     out = np.full((frames, mel.shape[1]), LOG_FLOOR, dtype=np.float32)
     out[:length] = mel[start:start + length]
     return out, length
+
+
+def prompt_window(total: int, frames: int, rng: np.random.Generator | None) -> tuple[int, int]:
+    """(start, valid length) of `prompt_crop`'s window in a `total`-frame utterance."""
+    length = min(total, frames)
+    start = int(rng.integers(total - length + 1)) if rng is not None else (total - length) // 2
+    return start, length
 
 
 def segment_labels(ids: np.ndarray, durations: np.ndarray, start: int, length: int,
@@ -113,13 +118,26 @@ def make_example(mel: np.ndarray, ids: np.ndarray | None, durations: np.ndarray 
     Returns mel [segment, 80], mel_mask [segment] (1 valid), prompt_mel [prompt_frames, 80],
     prompt_length, crop_start and the `segment_labels` arrays (zeros without alignment).
     """
-    total = mel.shape[0]
+    ex, (start, valid), (pstart, plen) = plan_example(
+        mel.shape[0], ids, durations, segment=segment, hop=hop, multiple=multiple,
+        prompt_frames=prompt_frames, max_phones=max_phones, pad_short=pad_short, rng=rng)
+    seg = np.full((segment, mel.shape[1]), LOG_FLOOR, np.float32)
+    seg[:valid] = mel[start:start + valid]
+    prompt = np.full((prompt_frames, mel.shape[1]), LOG_FLOOR, dtype=np.float32)
+    prompt[:plen] = mel[pstart:pstart + plen]
+    return {"mel": seg, "prompt_mel": prompt, **ex}
+
+
+def plan_example(total: int, ids: np.ndarray | None, durations: np.ndarray | None, *,
+                 segment: int, hop: int, multiple: int, prompt_frames: int, max_phones: int,
+                 pad_short: bool, rng: np.random.Generator | None):
+    """The windows and labels of `make_example` for a `total`-frame utterance, without the
+    features: (example without mel / prompt_mel, (crop start, valid frames), (prompt
+    start, prompt length)). Draws from rng in make_example's order (crop, then prompt)."""
     if total < segment and not pad_short:
         raise CropError("too_short", f"{total} frames < crop of {segment} frames")
     start = crop_start(total, segment, multiple, rng)
     valid = min(segment, total - start)
-    seg = np.full((segment, mel.shape[1]), LOG_FLOOR, np.float32)
-    seg[:valid] = mel[start:start + valid]
     mask = np.zeros(segment, np.int32)
     mask[:valid] = 1
     if ids is not None:
@@ -130,6 +148,7 @@ def make_example(mel: np.ndarray, ids: np.ndarray | None, durations: np.ndarray 
             ("phone_token_durations", max_phones), ("frame_phones", segment),
             ("frame_phone_index", segment), ("token_phones", segment // hop),
             ("token_phone_index", segment // hop))}
-    prompt, plen = prompt_crop(mel, prompt_frames, rng)
-    return {"mel": seg, "mel_mask": mask, "prompt_mel": prompt,
-            "prompt_lengths": np.int32(plen), "crop_start": np.int32(start), **labels}
+    pstart, plen = prompt_window(total, prompt_frames, rng)
+    ex = {"mel_mask": mask, "prompt_lengths": np.int32(plen), "crop_start": np.int32(start),
+          **labels}
+    return ex, (start, valid), (pstart, plen)

@@ -80,9 +80,11 @@ class PackedReader:
 
     Holds a grain ArrayRecordDataSource over the split's shards (opened lazily, picklable
     for grain workers); `entry.key` is the record key in the split. `shards`: open only
-    these shard files (host_split="shards"); a key in another shard is an error."""
+    these shard files (host_split="shards"); a key in another shard is an error.
+    `features`: "mel" reads the log-mel, "waveform" the int16 waveform [N22]."""
 
-    def __init__(self, root, info: dict, hop: int, shards=None):
+    def __init__(self, root, info: dict, hop: int, shards=None, features: str = "mel"):
+        self.features = features
         self.names = [sh["file"] for sh in info["shards"]]
         counts = [sh["records"] for sh in info["shards"]]
         self.starts = [0, *itertools.accumulate(counts)]
@@ -124,7 +126,11 @@ class PackedReader:
         except F.PackedError as e:
             return None, (entry.id, R.BAD_RECORD, str(e))
         durs = None if rec["durations"] is None else rec["durations"].astype(np.int64)
-        return (rec["mel"], rec["phones"], durs), None
+        if self.features == "mel":
+            return (rec["mel"], rec["phones"], durs), None
+        if rec["wav"] is None:
+            return None, (entry.id, R.BAD_RECORD, f"{self.where(entry.key)}: no waveform")
+        return (rec["wav"], rec["phones"], durs), None
 
     def mel(self, entry: Entry):
         utt, skip = self(entry)
@@ -167,7 +173,14 @@ def _open(root, split: str, cfg: PipelineConfig, model_mel, verify: str, speaker
     check_shards(root, info, verify)
     entries, speakers, rep = packed_entries(info, cfg, speakers)
     inventory = PhoneInventory(index["phones"], ordered=True)
-    return entries, speakers, rep, inventory, PackedReader(root, info, index["mel"]["hop_length"])
+    return entries, speakers, rep, inventory, _reader(root, index, info, cfg)
+
+
+def _reader(root, index: dict, info: dict, cfg: PipelineConfig, shards=None) -> PackedReader:
+    if cfg.features == "waveform" and not index["waveform"]:
+        raise F.PackedError(f"{F.as_path(root) / F.INDEX_NAME}: pipeline.features='waveform' "
+                            f"needs waveforms; this dataset was packed without --waveform")
+    return PackedReader(root, info, index["mel"]["hop_length"], shards, cfg.features)
 
 
 def _shard(opts) -> tuple[int, int]:
@@ -226,7 +239,7 @@ def _train_by_shards(root, split, cfg, seed, shard_options, global_batch_size, m
     starts = [0, *itertools.accumulate(sh["records"] for sh in info["shards"])]
     mine = [e for e in entries
             if any(starts[i] <= e.key < starts[i + 1] for i in own)]
-    read = PackedReader(root, info, index_json["mel"]["hop_length"], own)
+    read = _reader(root, index_json, info, cfg, own)
     inv = PhoneInventory(index_json["phones"], ordered=True)
     return train_batches(mine, speakers, rep, inv, cfg, read, seed=seed, process_index=index,
                          process_count=count, global_batch_size=global_batch_size, mesh=mesh,

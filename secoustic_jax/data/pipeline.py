@@ -25,10 +25,11 @@ import numpy as np
 from absl import flags
 
 from secoustic_jax.audio.io import AudioError
+from secoustic_jax.audio.mel import frame_window
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.data import report as R
 from secoustic_jax.data.batching import BatchIterator, batch_sharding
-from secoustic_jax.data.crops import make_example, prompt_crop
+from secoustic_jax.data.crops import make_example, plan_example, prompt_crop, prompt_window
 from secoustic_jax.data.features import utterance_mel
 from secoustic_jax.data.manifest import audio_path, load_manifest, num_frames
 from secoustic_jax.data.phones import PhoneInventory
@@ -169,25 +170,41 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None, read=
     utt, skip = read(entry)
     if skip:
         return {SKIP: skip}
-    mel, ids, durs = utt
+    feats, ids, durs = utt  # the full-utterance mel [T, 80], or int16 waveform [N22]
     try:
-        ex = make_example(mel, ids, durs, segment=cfg.segment_frames, hop=cfg.token_hop,
-                          multiple=cfg.crop_multiple, prompt_frames=cfg.prompt_frames,
-                          max_phones=cfg.max_phones, pad_short=cfg.pad_short, rng=rng)
+        ex = _crop(feats, entry.frames, ids, durs, cfg, rng)
     except ValueError as e:
         return {SKIP: (entry.id, getattr(e, "kind", R.BAD_ALIGNMENT), str(e))}
     ex["prompt_utt_index"] = np.int32(entry.index)
     if pool is not None:
         other = other_entry(entry, pool, rng)
-        other_mel, skip = read.mel(other)
+        other_feats, skip = read.mel(other)
         if skip:  # the item is skipped and counted under the prompt utterance's id
             return {SKIP: skip}
-        ex["prompt_mel"], plen = prompt_crop(other_mel, cfg.prompt_frames, rng)
+        if cfg.features == "waveform":
+            pstart, plen = prompt_window(other.frames, cfg.prompt_frames, rng)
+            ex["prompt_wav"] = frame_window(other_feats, pstart, cfg.prompt_frames, cfg.mel)
+        else:
+            ex["prompt_mel"], plen = prompt_crop(other_feats, cfg.prompt_frames, rng)
         ex["prompt_lengths"] = np.int32(plen)
         ex["prompt_utt_index"] = np.int32(other.index)
     ex["speaker"] = np.int32(entry.speaker)
     ex["utt_index"] = np.int32(entry.index)
     ex["valid"] = np.int32(1)
+    return ex
+
+
+def _crop(feats: np.ndarray, frames: int, ids, durs, cfg: PipelineConfig, rng) -> dict:
+    """make_example on the mel; with features="waveform", the same windows (same rng
+    draws) cut from the waveform as `wav` / `prompt_wav` (frame_window), no mel."""
+    kw = dict(segment=cfg.segment_frames, hop=cfg.token_hop, multiple=cfg.crop_multiple,
+              prompt_frames=cfg.prompt_frames, max_phones=cfg.max_phones,
+              pad_short=cfg.pad_short, rng=rng)
+    if cfg.features == "mel":
+        return make_example(feats, ids, durs, **kw)
+    ex, (start, _), (pstart, _) = plan_example(frames, ids, durs, **kw)
+    ex["wav"] = frame_window(feats, start, cfg.segment_frames, cfg.mel)
+    ex["prompt_wav"] = frame_window(feats, pstart, cfg.prompt_frames, cfg.mel)
     return ex
 
 
@@ -256,9 +273,7 @@ def make_train_iterator(manifest_paths, inventory: PhoneInventory, cfg: Pipeline
     cfg.validate()
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    if cfg.host_split != "records":
-        raise ValueError(f"pipeline.host_split={cfg.host_split!r} needs a packed source "
-                         f"(data.kind=packed); a manifest has no shard files to divide")
+    _manifest_settings(cfg)
     entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
     return train_batches(entries, speakers, rep, inventory, cfg, ManifestReader(cfg), seed=seed,
                          process_index=process_index, process_count=process_count,
@@ -290,6 +305,16 @@ def train_batches(entries: list[Entry], speakers: list[str], rep: R.SkipReport,
                          speakers=speakers, num_examples=len(shard), inventory=inventory)
 
 
+def _manifest_settings(cfg: PipelineConfig) -> None:
+    """Refuses the settings only a packed source has."""
+    if cfg.host_split != "records":
+        raise ValueError(f"pipeline.host_split={cfg.host_split!r} needs a packed source "
+                         f"(data.kind=packed); a manifest has no shard files to divide")
+    if cfg.features != "mel":
+        raise ValueError(f"pipeline.features={cfg.features!r} needs a packed source with "
+                         f"waveforms (secoustic data pack --waveform, data.kind=packed)")
+
+
 def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineConfig = None,
                        *, process_index: int = 0, process_count: int = 1,
                        global_batch_size: int, mesh=None, sharding=None,
@@ -302,6 +327,7 @@ def make_eval_iterator(manifest_paths, inventory: PhoneInventory, cfg: PipelineC
     """
     cfg = dataclasses.replace(cfg or PipelineConfig(), shuffle=False, num_epochs=1)
     cfg.validate()
+    _manifest_settings(cfg)
     entries, speakers, rep = load_entries(manifest_paths, inventory, cfg, speakers)
     return eval_batches(entries, speakers, rep, inventory, cfg, ManifestReader(cfg),
                         process_index=process_index, process_count=process_count,
@@ -332,11 +358,10 @@ def eval_batches(entries: list[Entry], speakers: list[str], rep: R.SkipReport,
 def _template(cfg: PipelineConfig) -> dict:
     """Zero example with the batch shapes/dtypes (eval padding)."""
     frames = max(cfg.segment_frames, cfg.prompt_frames)
-    mel = np.zeros((frames, cfg.mel.n_mels), np.float32)
-    ex = make_example(mel, np.ones(1, np.int32), np.array([frames]), segment=cfg.segment_frames,
-                      hop=cfg.token_hop, multiple=cfg.crop_multiple,
-                      prompt_frames=cfg.prompt_frames, max_phones=cfg.max_phones,
-                      pad_short=True, rng=None)
+    feats = (np.zeros((frames, cfg.mel.n_mels), np.float32) if cfg.features == "mel"
+             else np.zeros(frames * cfg.mel.hop_length, np.int16))
+    ex = _crop(feats, frames, np.ones(1, np.int32), np.array([frames]),
+               dataclasses.replace(cfg, pad_short=True), None)
     ex.update(speaker=np.int32(0), utt_index=np.int32(-1), prompt_utt_index=np.int32(-1),
               valid=np.int32(0))
     return ex

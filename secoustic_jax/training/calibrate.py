@@ -50,7 +50,7 @@ def measure_step_costs(config: ExperimentConfig, steps: int = 12,
         s = jax.tree.map(lambda x: x.copy(), stats)
         state = start_state(rt, p, s, step=0, key=jax.random.PRNGKey(0))
         src = make_source(config, idx, split="train", process_index=0, process_count=1)
-        feed = DevicePrefetch(src, functools.partial(shd.global_batch, mesh),
+        feed = DevicePrefetch(src, functools.partial(shd.global_batch, mesh, mel=config.codec.mel),
                               config.execution.device_prefetch)
         try:
             t0 = time.perf_counter()

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.data import device_mel
 from secoustic_jax.data.packed_format import load_index
 from secoustic_jax.data.phones import PhoneInventory
 from secoustic_jax.training import data_init, distributed, resume as resuming, sharding as shd
@@ -222,7 +223,8 @@ def _data_init(run: Run, idx: int, params):
     src = make_source(config, idx, split="train", process_index=jax.process_index(),
                       process_count=jax.process_count())
     try:
-        return data_init.data_dependent_init(params, config, src,
+        return data_init.data_dependent_init(params, config,
+                                             device_mel.host_mel_batches(src, config.codec.mel),
                                              param_shardings=run.shapes.param_shardings,
                                              process_count=jax.process_count())
     finally:
@@ -266,7 +268,7 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
     t_window = time.perf_counter()
     # The source is closed by the caller; the feed only adds the device-side queue.
-    feed = DevicePrefetch(src, functools.partial(shd.global_batch, run.mesh),
+    feed = DevicePrefetch(src, functools.partial(shd.global_batch, run.mesh, mel=run.config.codec.mel),
                           config.execution.device_prefetch)
     while stage_step < stage.steps:
         batch = next(feed)
@@ -336,7 +338,8 @@ def _validate(run: Run, rt, idx: int, state, step: int, *, media: bool) -> dict:
     src = make_source(config, idx, split=config.data.valid_split,
                       process_index=jax.process_index(), process_count=jax.process_count())
     key = jax.random.PRNGKey(config.seed + 7)
-    metrics, first = run_validation(rt, state, src, run.mesh, config.log.eval_batches, key)
+    metrics, first = run_validation(rt, state, src, run.mesh, config.log.eval_batches, key,
+                                    config.codec.mel)
     if hasattr(src, "close"):
         src.close()
     run.logger.scalars(step, metrics, prefix="valid")

@@ -20,6 +20,7 @@ constraints; outside it they are no-ops.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 
 import flax.linen as nn
@@ -27,7 +28,9 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from secoustic_jax.config.model import MelConfig
 from secoustic_jax.config.train import MeshConfig
+from secoustic_jax.data import device_mel
 from secoustic_jax.tree import flatten
 
 DATA, FSDP = "data", "fsdp"
@@ -118,15 +121,27 @@ def batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def global_batch(mesh, local_batch: dict) -> dict:
+def global_batch(mesh, local_batch: dict, mel: MelConfig | None = None) -> dict:
     """Host-local numpy batch -> global jax.Arrays sharded over the batch axes.
 
     Each process passes its own slice (global batch / process_count rows); with one process
-    this is a sharded device_put.
+    this is a sharded device_put. A waveform batch (pipeline.features="waveform") gets its
+    log-mel computed here, on the devices, with the model's front end `mel`.
     """
     sh = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sh, np.asarray(v))
-            for k, v in local_batch.items()}
+    out = {k: jax.make_array_from_process_local_data(sh, np.asarray(v))
+           for k, v in local_batch.items()}
+    if "wav" in out:
+        if mel is None:
+            raise ValueError("global_batch: a waveform batch needs the model's mel config")
+        out = _device_mel(sh, mel)(out)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _device_mel(sharding: NamedSharding, mel: MelConfig):
+    """The on-device front end of waveform batches, its outputs kept batch-sharded."""
+    return jax.jit(functools.partial(device_mel.batch_log_mel, cfg=mel), out_shardings=sharding)
 
 
 def describe(specs) -> dict[str, str]:

@@ -10,21 +10,24 @@ import io
 import jax
 import numpy as np
 
+from secoustic_jax.data import device_mel
 from secoustic_jax.training import sharding as shd
 from secoustic_jax.training.logging import MetricWindow
 from secoustic_jax.training.model import TrainNet
 
 
-def run_validation(rt, state, source, mesh, num_batches: int, key) -> tuple[dict, dict]:
-    """Mean eval metrics over `num_batches` batches; also returns the first (host) batch."""
+def run_validation(rt, state, source, mesh, num_batches: int, key, mel=None
+                   ) -> tuple[dict, dict]:
+    """Mean eval metrics over `num_batches` batches; also returns the first (host) batch,
+    with its mel (`mel`: the model's front end, for waveform batches)."""
     window, first = MetricWindow(), None
     for i in range(num_batches):
         try:
             local = next(source)
         except StopIteration:
             break
-        first = first if first is not None else local
-        m = rt.eval_step(state.params, state.batch_stats, shd.global_batch(mesh, local),
+        first = first if first is not None else device_mel.host_mel(local, mel)
+        m = rt.eval_step(state.params, state.batch_stats, shd.global_batch(mesh, local, mel),
                          jax.random.fold_in(key, i), state.stage_step)
         window.add(jax.device_get(m))
     return window.summary(), first

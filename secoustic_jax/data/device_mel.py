@@ -1,0 +1,65 @@
+"""Features on the device (`pipeline.features = "waveform"`): waveform windows -> log-mel.
+
+The host cuts int16 waveform windows instead of mel crops (`pipeline._crop`, via
+`audio.mel.frame_window`): `wav` [B, S * hop + 2 pad] for the S-frame crop and
+`prompt_wav` [B, P * hop + 2 pad] for the P-frame prompt, the samples those frames read
+from the reflect-padded utterance. The trainer places such a batch on the devices and runs
+`batch_log_mel` there (`training.sharding.global_batch`), so every consumer downstream sees
+the usual `mel` / `prompt_mel` keys. Frames past the valid length get the log floor, as
+the host crops pad them, so the result equals the host mel of the same int16 waveform
+within the front end's float32 tolerance (tests/test_device_mel.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from secoustic_jax.audio.mel import log_mel_windows
+from secoustic_jax.config.model import MelConfig
+from secoustic_jax.data.crops import LOG_FLOOR
+
+PCM_SCALE = 32768.0  # int16 PCM -> [-1, 1), as the packer stores it (round(x * 32768))
+WAVE_KEYS = ("wav", "prompt_wav")
+
+
+def batch_log_mel(batch: dict, cfg: MelConfig) -> dict:
+    """{wav, prompt_wav (int16), mel_mask [B, S], prompt_lengths [B], ...} -> the same dict
+    with mel [B, S, n_mels] and prompt_mel [B, P, n_mels] (float32) in place of the
+    waveforms. A batch without `wav` is returned unchanged."""
+    if "wav" not in batch:
+        return batch
+    missing = [k for k in ("prompt_wav", "mel_mask", "prompt_lengths") if k not in batch]
+    if missing:
+        raise ValueError(f"batch_log_mel: a waveform batch needs {missing}")
+    out = {k: v for k, v in batch.items() if k not in WAVE_KEYS}
+    mel = log_mel_windows(jnp.asarray(batch["wav"]).astype(jnp.float32) / PCM_SCALE, cfg)
+    out["mel"] = jnp.where(jnp.asarray(batch["mel_mask"])[..., None] > 0, mel, LOG_FLOOR)
+    pmel = log_mel_windows(jnp.asarray(batch["prompt_wav"]).astype(jnp.float32) / PCM_SCALE,
+                           cfg)
+    valid = jnp.arange(pmel.shape[1])[None, :] < jnp.asarray(batch["prompt_lengths"])[:, None]
+    out["prompt_mel"] = jnp.where(valid[..., None], pmel, LOG_FLOOR)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def batch_log_mel_jit(batch: dict, cfg: MelConfig) -> dict:
+    """`batch_log_mel` compiled once per batch shape; the batch sharding carries through."""
+    return batch_log_mel(batch, cfg)
+
+
+def host_mel(batch: dict, cfg: MelConfig) -> dict:
+    """A host-local batch with numpy `mel` / `prompt_mel` (for host-side readers of the mel:
+    data-dependent init, validation media); computed on the default device."""
+    if "wav" not in batch:
+        return batch
+    if cfg is None:
+        raise ValueError("host_mel: a waveform batch needs the model's mel config")
+    return jax.device_get(batch_log_mel_jit(batch, cfg))
+
+
+def host_mel_batches(source, cfg: MelConfig):
+    """Iterator of `host_mel` batches over `source`."""
+    return (host_mel(b, cfg) for b in source)
