@@ -7,7 +7,11 @@ in-process grain (worker_count 0, one read thread), so its rate is per host core
   wav         the manifest source reading raw audio and computing the mel on the host;
   npy         the manifest source with a warm per-utterance feature cache;
   packed_f16  packed ArrayRecord shards, float16 log-mel (`secoustic data pack`);
-  packed_f32  the same, float32 (bit-exact with the manifest pipeline).
+  packed_f32  the same, float32 (bit-exact with the manifest pipeline);
+  packed_wave packed int16 waveforms, `pipeline.features="waveform"`: the host cuts
+              waveform windows and the mel is computed on the accelerator
+              (data/device_mel.py), so only the host's share is timed here; the front
+              end's FLOPs per frame are printed beside the model's.
 "Audio-seconds" counts the crop each example covers, so a rate compares directly with what
 a training step consumes (global batch x crop seconds per step). The median of --repeats
 timed runs is reported. The consumption table gives the paper steps of both presets
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import pathlib
@@ -44,7 +49,8 @@ def _iterator(source: str, root: pathlib.Path, packed: dict, cache: pathlib.Path
     from secoustic_jax.data.pipeline import make_train_iterator
 
     cfg = PipelineConfig(segment_frames=segment, worker_count=0, num_threads=1,
-                         feature_cache=str(cache) if source == "npy" else None)
+                         feature_cache=str(cache) if source == "npy" else None,
+                         features="waveform" if source == "packed_wave" else "mel")
     if source.startswith("packed"):
         return make_packed_train_iterator(packed[source], "train", cfg, seed=0,
                                           global_batch_size=batch)
@@ -101,6 +107,24 @@ def consumption(feed: dict[str, float]) -> list[dict]:
     return rows
 
 
+def front_end_flops_per_frame(n_fft: int = 1024, n_mels: int = 80) -> float:
+    """Real FFT (~2.5 n log2 n) + magnitude + mel matmul + log, per mel frame."""
+    bins = n_fft // 2 + 1
+    return 2.5 * n_fft * math.log2(n_fft) + 4 * bins + 2 * bins * n_mels + n_mels
+
+
+def _front_end_share() -> dict:
+    """FLOPs of the on-device mel against the 86 Hz stage-1 step's, per mel frame."""
+    from secoustic_jax import flops
+    from secoustic_jax.config.model import codec_preset
+
+    batch, frames = PAPER_STEPS[1]
+    model = flops.train_step(codec_preset("86hz"), 1, batch, frames) / (batch * frames)
+    fe = front_end_flops_per_frame()
+    return {"front_end_flops_per_frame": round(fe), "model_flops_per_frame": round(model),
+            "fraction": fe / model}
+
+
 def _machine() -> dict:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
                 if ln.startswith("model name")), platform.processor())
@@ -114,7 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="global batch (training.md §7)")
     ap.add_argument("--segment", type=int, default=344)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sources", default="wav,npy,packed_f16,packed_f32")
+    ap.add_argument("--sources", default="wav,npy,packed_f16,packed_f32,packed_wave")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -126,11 +150,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         tmp = pathlib.Path(tmp)
         packed = {}
-        for name, dtype in (("packed_f16", "float16"), ("packed_f32", "float32")):
+        for name, dtype in (("packed_f16", "float16"), ("packed_f32", "float32"),
+                            ("packed_wave", "float16")):
             if name in sources:
                 packed[name] = tmp / name
-                pack_dataset(root, packed[name], ["train"],
-                             PackOptions(mel_dtype=dtype, workers=2), log=lambda *a: None)
+                pack_dataset(root, packed[name], ["train"], PackOptions(
+                    mel_dtype=dtype, waveform=name == "packed_wave", workers=2),
+                    log=lambda *a: None)
         cache = tmp / "features"
         common = (root, packed, cache, args.segment, args.batch, args.batches)
         if "npy" in sources:
@@ -148,7 +174,8 @@ def main(argv=None) -> int:
     summary = {"machine": _machine(), "corpus": str(root), "global_batch": args.batch,
                "crop_frames": args.segment, "batches": args.batches, "repeats": args.repeats,
                "feed_per_core": rows, "speedup_vs_wav": ratios, "mfu": MFU,
-               "chip_peak_flops": CHIPS, "consumption": consumption(feed)}
+               "chip_peak_flops": CHIPS, "consumption": consumption(feed),
+               "device_front_end": _front_end_share()}
     print(json.dumps({k: summary[k] for k in ("speedup_vs_wav",)}))
     for r in summary["consumption"]:
         print(f"{r['preset']:7s} stage {r['stage']} {r['chip']:8s} {r['audio_s_per_s']:>7d} "

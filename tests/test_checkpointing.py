@@ -66,9 +66,28 @@ def _crash_after(monkeypatch, n: int) -> None:
     monkeypatch.setattr(loop, "build_stage", build_stage)
 
 
+@pytest.fixture(scope="module")
+def packed_wave(tmp_path_factory):
+    """The tiny corpus packed with waveforms (4 records a shard)."""
+    from _data_helpers import tiny_corpus
+    from secoustic_jax.data.pack import PackOptions, pack_dataset
+
+    out = tmp_path_factory.mktemp("packed_wave")
+    pack_dataset(tiny_corpus(tmp_path_factory), out, ("train", "valid"), log=lambda *a: None,
+                 opts=PackOptions(waveform=True, records_per_shard=4, workers=1))
+    return out
+
+
 @pytest.mark.slow
-def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(tmp_path, monkeypatch):
-    cfg = tiny_experiment(steps=(4, 4))
+@pytest.mark.parametrize("source", ["synthetic", "packed_waveform"])
+def test_crash_and_resume_gives_exactly_the_uninterrupted_losses(source, tmp_path, monkeypatch,
+                                                                 request):
+    over = {}
+    if source == "packed_waveform":  # packed shards, mel on the device, hosts by shard file
+        over = {"data.kind": "packed", "data.packed": str(request.getfixturevalue("packed_wave")),
+                "data.pipeline.max_phones": 96, "data.pipeline.features": "waveform",
+                "data.pipeline.host_split": "shards"}
+    cfg = tiny_experiment(over, steps=(4, 4), frames=128 if over else 32)
     ref = standin_train(cfg, tmp_path / "ref")
     assert ref["last_checkpoint"] == 8 and not ref["preempted"]
     wd = tmp_path / "run"
