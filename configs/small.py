@@ -27,14 +27,15 @@ S1, S2, S3 = 6000, 3000, 3000
 
 
 def get_config() -> ExperimentConfig:
-    codec = codec_preset("tiny", {"seanet.n_filters": 64})
+    codec = codec_preset("tiny", {"seanet.n_filters": 64, "transformer.num_layers": 4})  # as tiny
     codec = dataclasses.replace(codec, variant="small")
     return ExperimentConfig(
         name="small",
         codec=codec,
         phonemes=PhonemeEncoderConfig(d_model=64, num_heads=4, num_layers=2, dim_feedforward=128,
                                       conv_layers=2, dropout=0.1),
-        loss=LossConfig(contrastive_dim=64, kl_ramp_start=int(0.375 * S2),
+        loss=LossConfig(contrastive_weight=0.03, contrastive_dim=64,  # as tiny
+                        kl_ramp_start=int(0.375 * S2),
                         kl_ramp_end=int(0.625 * S2), max_contrastive_frames=2048),
         stages=StagesConfig(acoustic=StageConfig("acoustic", True, S1, 1.0, 8, 128),
                             semantic=StageConfig("semantic", True, S2, 1.0, 8, 128),

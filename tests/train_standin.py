@@ -142,6 +142,7 @@ def tiny_experiment(overrides=None, *, standin: bool = True, steps=(4, 4), batch
             # The stand-in has no SEANet convs or VAE log-variance heads for the init to set.
             "init.mel_stats": not standin, "init.seanet_pca": False, "init.stats_batches": 2,
             "codec.seanet.n_filters": 32,  # the tests' cost of the real codec, not the demo's width
+            "codec.transformer.num_layers": 2,  # ... nor its depth
             **({"init.logvar_bias": None, "optim.lr_scale": ()} if standin else {}),
             "stages.finetune.enabled": False,  # tests that want stage 3 turn it on
             "phonemes.d_model": 32, "phonemes.num_layers": 1, "phonemes.conv_layers": 1,
