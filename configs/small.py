@@ -5,10 +5,12 @@
 
 The network and recipe of configs/tiny.py (since 2026-12-05: SEANet n_filters 64 started
 from the mel's PCA autoencoder, encoder first conv at 0.05x lr, no gradient clipping, VAE
-log-variance heads starting at sigma = exp(-3), stage 3 at 0.3x), trained for longer on
-the same corpus. The stage-1 A/B of docs/training.md ("Stage 1 from the PCA
-autoencoder") put the acoustic path at its PCA-64 bound within ~1000 steps, so what a
-2-hour budget buys now is token-path steps; a wider token path (d_model) is the next A/B.
+log-variance heads starting at sigma = exp(-3), stage 3 at 0.3x; since 2026-12-06: 4
+transformer layers, contrastive weight 0.03), trained for longer on the same corpus. The
+stage-1 A/B of docs/training.md ("Stage 1 from the PCA autoencoder") put the acoustic
+path at its PCA-64 bound within ~1000 steps, so what a 2-hour budget buys now is
+token-path steps; depth helped the token path (0.482 -> 0.435 at equal steps), width
+(d_model 96) did not.
 (Until 2026-12-05: n_filters 48 from a random init, which plateaued at train mel ~0.20.)
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
