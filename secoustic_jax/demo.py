@@ -177,12 +177,14 @@ def phase_train(ctx: dict) -> dict:
 
 def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     """Times each stage's step here and now, then sizes the steps to the time left. A
-    resumed run keeps the steps of its first plan (its checkpoints record the config)."""
-
-
+    resumed run keeps the steps of its first plan (its checkpoints record the config); a
+    run of another recipe (the config file changed since) is moved aside, not resumed."""
+    probe = load_experiment(ctx["config"], [
+        *data_overrides(ctx["corpus"]), *(f"stages.{n}.enabled=true" for n in STAGES)])
+    recipe = json.dumps(to_dict(probe), sort_keys=True, default=str)
     saved = workdir / "plan_steps.json"
-    if saved.is_file():
-        got = json.loads(saved.read_text())
+    got = saved_plan(workdir, recipe)
+    if got is not None:
         plan.train_steps, plan.step_costs = tuple(got["steps"]), tuple(got["step_costs"])
         print(f"  resuming with the earlier plan: steps {plan.train_steps}", flush=True)
         return
@@ -194,8 +196,6 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     # Compiles of the calibration are cached on disk, so training does not pay them twice.
     jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    probe = load_experiment(ctx["config"], [
-        *data_overrides(ctx["corpus"]), *(f"stages.{n}.enabled=true" for n in STAGES)])
     t = time.time()
     costs = measure_step_costs(probe, steps=12)
     step_costs = tuple(costs["step_s"][n] for n in STAGES)
@@ -204,11 +204,29 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     plan.step_costs = step_costs
     workdir.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps({"steps": plan.train_steps, "step_costs": step_costs,
-                                 "calibration": costs}) + "\n")
+                                 "calibration": costs, "recipe": recipe}) + "\n")
     print(f"  measured {' / '.join(f'{c:.3f}' for c in step_costs)} s per step (stages "
           f"{' / '.join(STAGES)}, compiles {sum(costs['compile_s'].values()):.0f} s, took "
           f"{time.time() - t:.0f} s); {left / 60:.1f} min left -> steps "
           f"{' + '.join(map(str, plan.train_steps))}", flush=True)
+
+
+def saved_plan(workdir: pathlib.Path, recipe: str) -> dict | None:
+    """The plan a run in `workdir` was started with, if it trained this `recipe` (the
+    config as JSON). A run of another recipe is moved aside to
+    `<workdir>.superseded-<time>` (kept, not resumed) and None returned."""
+    saved = workdir / "plan_steps.json"
+    if not workdir.exists():
+        return None
+    if saved.is_file():
+        got = json.loads(saved.read_text())
+        if got.get("recipe") == recipe:
+            return got
+    old = workdir.with_name(f"{workdir.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+    workdir.rename(old)
+    print(f"  {workdir} holds a run of another config: moved to {old}; training anew",
+          flush=True)
+    return None
 
 
 def _fill_feature_cache(ctx: dict) -> int:

@@ -133,3 +133,21 @@ def test_bars_say_met_or_by_how_much_missed():
     assert rows["acoustic WER <= 0.3"].endswith("| missed by 0.100 |")
     assert rows["token STOI >= 0.8"].endswith("| missed by 0.100 |")
     assert rows["token WER <= 0.5"].endswith("| met |")
+
+
+def test_a_run_of_another_recipe_is_moved_aside_not_resumed(tmp_path, capsys):
+    """`make demo` after a config change: the old run is kept aside and training restarts
+    (resuming it would stop on the checkpoint's config check)."""
+    from secoustic_jax.demo import saved_plan
+
+    wd = tmp_path / "train"
+    wd.mkdir()
+    plan = {"steps": [10, 20, 30], "step_costs": [0.1, 0.2, 0.3], "recipe": "A"}
+    (wd / "plan_steps.json").write_text(json.dumps(plan))
+    (wd / "checkpoint").write_text("kept")
+    assert saved_plan(wd, "A") == plan and wd.is_dir()  # same recipe: resumed as planned
+    assert saved_plan(wd, "B") is None and not wd.exists()
+    moved = list(tmp_path.glob("train.superseded-*"))
+    assert len(moved) == 1 and (moved[0] / "checkpoint").read_text() == "kept"
+    assert "another config" in capsys.readouterr().out
+    assert saved_plan(tmp_path / "never", "A") is None  # nothing there: a fresh plan
