@@ -17,16 +17,17 @@ def _reserved(factor: float) -> float:
 @pytest.mark.parametrize("factor", [1.0, 2.0])
 @pytest.mark.parametrize("costs", [(0.1, 0.25, 0.3), (0.3, 0.2, 0.2)])
 def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
-    from secoustic_jax.demo_plan import STAGE_TIME_SHARES, plan_train
+    from secoustic_jax.demo_plan import STAGE_TIME_SHARES, SUSTAINED_STEP, plan_train
 
     left = 45 * 60
     steps = plan_train(left, costs, factor)
     train_s = left - _reserved(factor)
-    spent = sum(n * c for n, c in zip(steps, costs))
+    sustained = [c * SUSTAINED_STEP for c in costs]  # what a step costs over a whole stage
+    spent = sum(n * c for n, c in zip(steps, sustained))
     # Fills the time to within the rounding of each stage down to a multiple of 10 steps.
-    assert train_s - 10 * sum(costs) <= spent <= train_s
+    assert train_s - 10 * sum(sustained) <= spent <= train_s
     assert all(n % 10 == 0 for n in steps)
-    for n, c, share in zip(steps, costs, STAGE_TIME_SHARES):
+    for n, c, share in zip(steps, sustained, STAGE_TIME_SHARES):
         assert abs(n * c / train_s - share) < 0.01
     # No cap: twice the time left after the reserves gives twice the steps.
     double = plan_train(_reserved(factor) + 2 * train_s, costs, factor)

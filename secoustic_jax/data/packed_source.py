@@ -9,7 +9,8 @@ The index's catalog (id, speaker, frames, aligned per record) gives the entry li
 without reading a shard, filtered exactly as `pipeline.load_entries` filters a manifest,
 so entry k, the host shard `entries[shard_index::shard_count]`, the shuffle, the crops,
 the prompt choice (also prompt_source="other") and `get_state` / `set_state` are those of
-the manifest source. The mel is read from the record instead of computed from audio:
+the manifest source. (`pipeline.host_split="shards"` divides whole shard files between
+hosts instead: each opens only its own, and the batches differ from the manifest's.) The mel is read from the record instead of computed from audio:
 with mel_dtype float32 the batches are bit-identical, with float16 the mel differs by at
 most `packed_format.FLOAT16_BOUND` and everything else is identical.
 
@@ -165,15 +166,23 @@ def packed_entries(info: dict, cfg: PipelineConfig, speakers: list[str] | None =
     return out, speakers, rep
 
 
-def _open(root, split: str, cfg: PipelineConfig, model_mel, verify: str, speakers):
+def _open(root, split: str, cfg: PipelineConfig, model_mel, verify: str, speakers,
+          shard_options=None, by_shards: bool = False):
+    """Index checks -> (entries, speakers, report, inventory, reader). `by_shards`: only this
+    host's shard files (host_shards) are checked and opened, and only their entries kept;
+    entry indices and speaker ids still come from the whole catalog, so hosts agree."""
     cfg.validate()
     index = F.load_index(root)
     check_mel(index, model_mel if model_mel is not None else cfg.mel, root)
     info = split_info(index, split, root)
-    check_shards(root, info, verify)
+    own = host_shards(info, *_shard(shard_options)) if by_shards else None
+    check_shards(root, info, verify, own)
     entries, speakers, rep = packed_entries(info, cfg, speakers)
+    if own is not None:
+        starts, mine = [0, *itertools.accumulate(sh["records"] for sh in info["shards"])], set(own)
+        entries = [e for e in entries if bisect.bisect_right(starts, e.key) - 1 in mine]
     inventory = PhoneInventory(index["phones"], ordered=True)
-    return entries, speakers, rep, inventory, _reader(root, index, info, cfg)
+    return entries, speakers, rep, inventory, _reader(root, index, info, cfg, own)
 
 
 def _reader(root, index: dict, info: dict, cfg: PipelineConfig, shards=None) -> PackedReader:
@@ -200,16 +209,15 @@ def make_packed_train_iterator(root, split: str, cfg: PipelineConfig = None, *, 
     process count; drop_remainder gives every host the same number of records).
     `model_mel`: the model's mel config (default cfg.mel); a differing index is refused."""
     cfg = cfg or PipelineConfig()
-    if cfg.host_split == "shards":
-        return _train_by_shards(root, split, cfg, seed, shard_options, global_batch_size, mesh,
-                                sharding, model_mel, verify, speakers)
-    entries, speakers, rep, inv, read = _open(root, split, cfg, model_mel, verify, speakers)
+    by_shards = cfg.host_split == "shards"
+    entries, speakers, rep, inv, read = _open(root, split, cfg, model_mel, verify, speakers,
+                                              shard_options, by_shards)
     index, count = _shard(shard_options)
-    if shard_options is not None and shard_options.drop_remainder:
+    if not by_shards and shard_options is not None and shard_options.drop_remainder:
         entries = entries[:len(entries) // count * count]
     return train_batches(entries, speakers, rep, inv, cfg, read, seed=seed, process_index=index,
                          process_count=count, global_batch_size=global_batch_size, mesh=mesh,
-                         sharding=sharding)
+                         sharding=sharding, presharded=by_shards)
 
 
 def host_shards(info: dict, index: int, count: int) -> list[int]:
@@ -221,29 +229,6 @@ def host_shards(info: dict, index: int, count: int) -> list[int]:
                             f"than the {count} hosts; repack with a smaller "
                             f"--records-per-shard or use host_split='records'")
     return list(range(index, n, count))
-
-
-def _train_by_shards(root, split, cfg, seed, shard_options, global_batch_size, mesh, sharding,
-                     model_mel, verify, speakers):
-    """host_split="shards": this host's entries are the records of its own shard files.
-    Entry indices and speaker ids come from the whole catalog, so they agree across hosts;
-    only the host's files are checked and opened."""
-    cfg.validate()
-    index_json = F.load_index(root)
-    check_mel(index_json, model_mel if model_mel is not None else cfg.mel, root)
-    info = split_info(index_json, split, root)
-    index, count = _shard(shard_options)
-    own = host_shards(info, index, count)
-    check_shards(root, info, verify, own)
-    entries, speakers, rep = packed_entries(info, cfg, speakers)
-    starts = [0, *itertools.accumulate(sh["records"] for sh in info["shards"])]
-    mine = [e for e in entries
-            if any(starts[i] <= e.key < starts[i + 1] for i in own)]
-    read = _reader(root, index_json, info, cfg, own)
-    inv = PhoneInventory(index_json["phones"], ordered=True)
-    return train_batches(mine, speakers, rep, inv, cfg, read, seed=seed, process_index=index,
-                         process_count=count, global_batch_size=global_batch_size, mesh=mesh,
-                         sharding=sharding, presharded=True)
 
 
 def make_packed_eval_iterator(root, split: str, cfg: PipelineConfig = None, *,
