@@ -62,7 +62,8 @@ def test_files_without_a_record_take_config_and_set(codec_dir, tmp_path, capsys)
     # A preset plus overrides applied together (n_filters alone is valid; d_model is not,
     # until seanet.dimension, fsq.dim and the embed size follow it).
     assert main(["import-torch", str(bare), "--out", str(tmp_path / "a"), "--config", "tiny",
-                 "--set", f"seanet.n_filters={CFG.seanet.n_filters}"]) == 0
+                 "--set", f"seanet.n_filters={CFG.seanet.n_filters}",
+                 "--set", f"transformer.num_layers={CFG.transformer.num_layers}"]) == 0
     _same(codec, Codec.load(tmp_path / "a"))
     # A JSON codec config: a codec directory's own codec.json.
     assert main(["import-torch", str(bare), "--out", str(tmp_path / "b"), "--config",
