@@ -27,10 +27,15 @@ COST = {
     "stats": 10.0,  # data-dependent init: per-bin mel statistics from training batches
     "eval_fixed": 150.0,  # codec compiles, worker start-up, models, plots
     "timing": 45.0,  # RTF (Griffin-Lim on 10 s x 6 calls) + streaming 450 steps
-    "eval_per_audio_s": 1.05,  # voc+acoustic+token + reference, 2 scoring workers, per input second
+    # voc+acoustic+token + reference, 2 scoring workers, per input second. 1.05 until the
+    # 2026-12-06 demo, whose evaluation took 780 s for 612 s estimated: (780 - 215 fixed
+    # - 44 probe - 34 VC) / 346 audio-s = 1.41.
+    "eval_per_audio_s": 1.40,
     "vc_per_audio_s": 0.35,
+    "probe": 60.0,  # speaker probes on every corpus utterance (44 s with cached embeddings)
     "report": 20.0,
 }
+_EVAL_FIXED = COST["eval_fixed"] + COST["probe"] + COST["timing"] + COST["report"]
 # Shares of the training time of stages 1, 2 and 3 (finetune). From the PCA init
 # (configs/tiny.py) stage 1 is within 0.001 of its PCA-64 bound after ~1000 steps
 # (docs/training.md), so most of the time goes to the token path, and more of it to
@@ -104,7 +109,7 @@ EVAL_MAX = EvalSizes(e2_unseen=12, e2_per_speaker=4, e1=60, vc_pairs=21)
 
 def plan_eval(seconds_left: float, factor: float) -> EvalSizes:
     """Largest sizes between EVAL_MIN and EVAL_MAX whose estimated cost fits."""
-    budget = seconds_left / factor - COST["eval_fixed"] - COST["timing"] - COST["report"]
+    budget = seconds_left / factor - _EVAL_FIXED
     lo, hi = EVAL_MIN.seconds(), EVAL_MAX.seconds()
     x = 0.0 if budget <= lo else min(1.0, (budget - lo) / (hi - lo))
     mix = lambda a, b: int(a + x * (b - a))  # floor: never above the estimate  # noqa: E731
@@ -162,7 +167,7 @@ def data_overrides(corpus_dir) -> list[str]:
 
 def eval_reserve(factor: float, sizes: EvalSizes = EVAL_MAX) -> float:
     """Wall seconds to keep for evaluation and the report after training."""
-    return factor * (COST["eval_fixed"] + COST["timing"] + COST["report"] + sizes.seconds())
+    return factor * (_EVAL_FIXED + sizes.seconds())
 
 
 def make_plan(budget_s: float, factor: float, quick: bool = False) -> Plan:

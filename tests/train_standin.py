@@ -88,10 +88,10 @@ class StandinCodec(nn.Module):
         b, t, _ = y.shape
         return y.reshape(b, t * self.hop, 80)
 
-    def __call__(self, mel, prompt_mel, prompt_lengths, *, train: bool):
+    def __call__(self, mel, prompt_mel, prompt_lengths, *, train: bool, semantic_mel=None):
         z = self._z(mel)
         acoustic = self.encoder_transformer(z)
-        pre = self.vae_semantic_transformer(z)
+        pre = self.vae_semantic_transformer(z if semantic_mel is None else self._z(semantic_mel))
         mu, logvar = pre, pre * 0.1 - 1.0
         sample = mu + jnp.exp(0.5 * logvar) * jax.random.normal(self.make_rng("sample"), mu.shape) \
             if train else mu

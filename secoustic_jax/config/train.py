@@ -77,6 +77,26 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time input perturbations. They have no parameters, so a trained checkpoint
+    exports as is.
+
+    semantic_warp w: in the full forward (stages 2 and 3, training only) the semantic branch
+    reads the mel with every frequency scaled by a per-utterance alpha, log-uniform in
+    [1 / (1 + w), 1 + w] (audio/warp.py), while the acoustic target A*, the acoustic path and
+    the prompt keep the original. The tokens' input then no longer tells the voice (pitch
+    and formants move with alpha), so the connector has to take it from G: ContentVec's
+    speaker perturbation, on the mel. 0 = off (the paper's recipe).
+    """
+
+    semantic_warp: float = 0.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.semantic_warp < 1.0:
+            raise ConfigError(f"augment.semantic_warp must be in [0, 1), got {self.semantic_warp}")
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """Run-time settings of one stage; what it trains is in training/stages.py."""
 
@@ -268,6 +288,7 @@ class ExperimentConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     phonemes: PhonemeEncoderConfig = field(default_factory=PhonemeEncoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     init: InitConfig = field(default_factory=InitConfig)
@@ -284,8 +305,8 @@ class ExperimentConfig:
         self.validate()
 
     def validate(self) -> None:
-        for sub in (self.phonemes, self.loss, self.optim, self.init, self.mesh, self.execution,
-                    self.data, *self.stages):
+        for sub in (self.phonemes, self.loss, self.augment, self.optim, self.init, self.mesh,
+                    self.execution, self.data, *self.stages):
             sub.validate()
         names = tuple(s.name for s in self.stages)
         if names != STAGE_NAMES:

@@ -35,19 +35,26 @@ def batch_log_mel(batch: dict, cfg: MelConfig) -> dict:
     if missing:
         raise ValueError(f"batch_log_mel: a waveform batch needs {missing}")
     out = {k: v for k, v in batch.items() if k not in WAVE_KEYS}
-    mel = log_mel_windows(jnp.asarray(batch["wav"]).astype(jnp.float32) / PCM_SCALE, cfg)
-    out["mel"] = jnp.where(jnp.asarray(batch["mel_mask"])[..., None] > 0, mel, LOG_FLOOR)
-    pmel = log_mel_windows(jnp.asarray(batch["prompt_wav"]).astype(jnp.float32) / PCM_SCALE,
-                           cfg)
-    valid = jnp.arange(pmel.shape[1])[None, :] < jnp.asarray(batch["prompt_lengths"])[:, None]
-    out["prompt_mel"] = jnp.where(valid[..., None], pmel, LOG_FLOOR)
+    out["mel"] = _masked_mel(batch["wav"], jnp.asarray(batch["mel_mask"]) > 0, cfg)
+    frames = (jnp.asarray(batch["prompt_wav"]).shape[1] - 2 * cfg.pad) // cfg.hop_length
+    prompt_valid = jnp.arange(frames)[None, :] < jnp.asarray(batch["prompt_lengths"])[:, None]
+    out["prompt_mel"] = _masked_mel(batch["prompt_wav"], prompt_valid, cfg)
     return out
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def batch_log_mel_jit(batch: dict, cfg: MelConfig) -> dict:
-    """`batch_log_mel` compiled once per batch shape; the batch sharding carries through."""
-    return batch_log_mel(batch, cfg)
+def _masked_mel(wav, valid, cfg: MelConfig):
+    """int16 windows [B, N * hop + 2 pad] and valid [B, N] -> log-mel [B, N, n_mels], with
+    the log floor where not valid (as the host crops pad)."""
+    mel = log_mel_windows(jnp.asarray(wav).astype(jnp.float32) / PCM_SCALE, cfg)
+    return jnp.where(valid[..., None], mel, LOG_FLOOR)
+
+
+@functools.lru_cache(maxsize=16)
+def compiled(cfg: MelConfig, sharding=None):
+    """`batch_log_mel` jitted for `cfg`; with a `sharding` (hashable, e.g. the trainer's
+    batch NamedSharding) its outputs are placed there, else where the inputs lie."""
+    fn = functools.partial(batch_log_mel, cfg=cfg)
+    return jax.jit(fn) if sharding is None else jax.jit(fn, out_shardings=sharding)
 
 
 def host_mel(batch: dict, cfg: MelConfig) -> dict:
@@ -57,7 +64,7 @@ def host_mel(batch: dict, cfg: MelConfig) -> dict:
         return batch
     if cfg is None:
         raise ValueError("host_mel: a waveform batch needs the model's mel config")
-    return jax.device_get(batch_log_mel_jit(batch, cfg))
+    return jax.device_get(compiled(cfg)(batch))
 
 
 def host_mel_batches(source, cfg: MelConfig):

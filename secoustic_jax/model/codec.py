@@ -266,14 +266,18 @@ class SecoustiCodec(nn.Module):
         return ({"connector": connector, "transformer": rings, "seanet": seanet},
                 mel.astype(jnp.float32))
 
-    def __call__(self, mel, prompt_mel, prompt_lengths=None, *, train: bool) -> TrainOutputs:
+    def __call__(self, mel, prompt_mel, prompt_lengths=None, *, train: bool,
+                 semantic_mel=None) -> TrainOutputs:
         """Training forward (training.md §2). mel [B, T, 80]; prompt_mel [B, Tp, 80];
         prompt_lengths [B] | None. train=True samples both VAEs (RNG stream "sample") and
-        updates BatchNorm statistics (apply with mutable=["batch_stats"])."""
+        updates BatchNorm statistics (apply with mutable=["batch_stats"]). semantic_mel
+        [B, T, 80] | None: the semantic branch reads this mel instead of `mel` (a training
+        perturbation, `augment.semantic_warp`); A and D(A) always come from `mel`."""
         z = self._encoder(mel)
         acoustic = self.encoder_transformer(z).astype(jnp.float32)
         mel_from_acoustic = self._decode(acoustic)
-        pre_vae, mu, logvar = self.vae_semantic_transformer(z)
+        z_semantic = z if semantic_mel is None else self._encoder(semantic_mel)
+        pre_vae, mu, logvar = self.vae_semantic_transformer(z_semantic)
         mu, logvar = mu.astype(jnp.float32), logvar.astype(jnp.float32)
         g_mu, g_logvar = self.paralinguistic_encoder(prompt_mel.astype(jnp.float32),
                                                      prompt_lengths, train=train)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from secoustic_jax.audio.warp import sample_alpha, warp_log_mel
 from secoustic_jax.config.train import ExecutionConfig, ExperimentConfig
 from secoustic_jax.model.codec import SecoustiCodec
 from secoustic_jax.model.phonemes import ContrastiveAux
@@ -65,8 +66,16 @@ class TrainNet(nn.Module):
         Returns dict: out (the codec's TrainOutputs), u, v (unit-norm contrastive
         embeddings [B, T', D]), valid [B, T'] frames covered by phones, pos [B, T'] phone
         position per token, scale exp(tau), and mel_connector = D(A-hat) when with_mel.
+        With `augment.semantic_warp` and train, the semantic branch reads a frequency-warped
+        mel (one alpha per item, RNG stream "sample").
         """
-        out = self.codec(batch["mel"], batch["prompt_mel"], batch["prompt_lengths"], train=train)
+        kw = {}
+        warp = self.config.augment.semantic_warp
+        if train and warp > 0:  # only then: the codec contract's semantic_mel is optional
+            alpha = sample_alpha(self.make_rng("sample"), batch["mel"].shape[0], warp)
+            kw["semantic_mel"] = warp_log_mel(batch["mel"], alpha, self.config.codec.mel)
+        out = self.codec(batch["mel"], batch["prompt_mel"], batch["prompt_lengths"], train=train,
+                         **kw)
         speech = {"ste": out.semantic_embed, "mu": out.semantic_mu,
                   "pre_vae": out.pre_vae}[self.config.loss.contrastive_input]
         u, v, valid, pos, scale = self.aux(speech, batch["phones"], batch["phone_durations"],

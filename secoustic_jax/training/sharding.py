@@ -134,14 +134,8 @@ def global_batch(mesh, local_batch: dict, mel: MelConfig | None = None) -> dict:
     if "wav" in out:
         if mel is None:
             raise ValueError("global_batch: a waveform batch needs the model's mel config")
-        out = _device_mel(sh, mel)(out)
+        out = device_mel.compiled(mel, sh)(out)
     return out
-
-
-@functools.lru_cache(maxsize=16)
-def _device_mel(sharding: NamedSharding, mel: MelConfig):
-    """The on-device front end of waveform batches, its outputs kept batch-sharded."""
-    return jax.jit(functools.partial(device_mel.batch_log_mel, cfg=mel), out_shardings=sharding)
 
 
 def describe(specs) -> dict[str, str]:
