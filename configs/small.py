@@ -12,6 +12,8 @@ path at its PCA-64 bound within ~1000 steps, so what a 2-hour budget buys now is
 token-path steps; depth helped the token path (0.482 -> 0.435 at equal steps), width
 (d_model 96) did not.
 (Until 2026-12-05: n_filters 48 from a random init, which plateaued at train mel ~0.20.)
+The 2026-12-06 reproduction (docs/reproduction.md, 100 min of training): acoustic path at
+the vocoder ceiling, token path no better than the tiny demo's at 2.5x the steps.
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.

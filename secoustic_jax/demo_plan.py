@@ -29,8 +29,9 @@ COST = {
     "timing": 45.0,  # RTF (Griffin-Lim on 10 s x 6 calls) + streaming 450 steps
     # voc+acoustic+token + reference, 2 scoring workers, per input second. 1.05 until the
     # 2026-12-06 demo, whose evaluation took 780 s for 612 s estimated: (780 - 215 fixed
-    # - 44 probe - 34 VC) / 346 audio-s = 1.41.
-    "eval_per_audio_s": 1.40,
+    # - 44 probe - 34 VC) / 346 audio-s = 1.41; the 2026-12-06 small reproduction: 894 s,
+    # (894 - 275 - 48) / 476 = 1.20. Their mean.
+    "eval_per_audio_s": 1.30,
     "vc_per_audio_s": 0.35,
     "probe": 60.0,  # speaker probes on every corpus utterance (44 s with cached embeddings)
     "report": 20.0,

@@ -276,9 +276,10 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
         lines += ["## Plots", ""] + [f"![{p}](example/{p})" for p in plots] + [""]
     if clips:
         lines += ["## Audio (first 4 s)", ""] + [f"- [{label}](example/{name})" for label, name in clips] + [""]
+    eval_dir = phases.get("evaluate", {}).get("dir", "demo/work/eval")
     lines += ["Sets: E2-unseen = the held-out voice (flite awb, never trained on); E2 = seen voices, "
               "unseen sentences (VC and probe); E1 = English Asterisk prompts (real speech, one "
               "speaker, 16 kHz telephone-wideband, out of domain). The full evaluation report "
-              "(every metric per utterance) is written to `demo/work/eval/report.md`."]
+              f"(every metric per utterance) is written to `{eval_dir}/report.md`."]
     return lines
 
