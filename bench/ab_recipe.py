@@ -10,7 +10,10 @@ then is scored on *full utterances* of a split (not training crops):
 - `mel_token`: MSE of D(C(S + G)) with G from the utterance itself (stage 2 trained);
 - `mel_token_other`: the same with G from another utterance of the same speaker;
 - `mel_token_swap`: G from a *different* speaker: the gap to `mel_token_other` is how
-  much the decoded mel depends on G (0 = G ignored).
+  much the decoded mel depends on G (0 = G ignored);
+- `mel_token_head` / `mel_token_tail`: `mel_token` over frames [0, 128) and [256, end) of
+  each utterance: training crops shorter than the attention context (250) leave the
+  sliding-window regime of later frames untrained, which shows as tail >> head.
 The JSON records the commands, steps, wall time and every score; the table is printed.
 """
 
@@ -81,7 +84,8 @@ def score(workdir: pathlib.Path, utts, token_path: bool) -> dict:
 
     codec, _ = load_codec(workdir)
     hop = codec.config.hop
-    out = {"mel_acoustic": [], "mel_token": [], "mel_token_other": [], "mel_token_swap": []}
+    out = {"mel_acoustic": [], "mel_token": [], "mel_token_other": [], "mel_token_swap": [],
+           "mel_token_head": [], "mel_token_tail": []}
     by_spk: dict[str, list[int]] = {}
     for i, (spk, _) in enumerate(utts):
         by_spk.setdefault(spk, []).append(i)
@@ -99,8 +103,12 @@ def score(workdir: pathlib.Path, utts, token_path: bool) -> dict:
         swap_spk = sorted(by_spk)[(sorted(by_spk).index(spk) + 1) % len(by_spk)]
         for key, g in (("mel_token", gs[i]), ("mel_token_other", gs[other]),
                        ("mel_token_swap", gs[by_spk[swap_spk][0]])):
-            rec = codec.decode_tokens(enc.tokens, g[None])[0, :t]
-            out[key].append(float(np.mean((rec - mel) ** 2)))
+            err = np.mean((codec.decode_tokens(enc.tokens, g[None])[0, :t] - mel) ** 2, axis=1)
+            out[key].append(float(np.mean(err)))
+            if key == "mel_token":
+                out["mel_token_head"].append(float(np.mean(err[:128])))
+                if t > 256:
+                    out["mel_token_tail"].append(float(np.mean(err[256:])))
     return {k: float(np.mean(v)) for k, v in out.items() if v}
 
 
@@ -148,7 +156,8 @@ def main(argv=None) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
-    keys = [k for k in ("mel_acoustic", "mel_token", "mel_token_other", "mel_token_swap",
+    keys = [k for k in ("mel_acoustic", "mel_token", "mel_token_head", "mel_token_tail",
+                        "mel_token_other", "mel_token_swap",
                         "probe_G", "probe_S_pooled", "probe_tokens") if k in results["runs"][0]]
     print("| variant | overrides | " + " | ".join(keys) + " | train s |")
     for r in results["runs"]:
