@@ -46,10 +46,15 @@ def mel_to_hz(m):
                     _HZ_PER_MEL * m)
 
 
+def _mel_range(cfg: MelConfig) -> tuple[float, float]:
+    """The filterbank's ends on the Slaney mel axis: (mel(fmin), mel(fmax))."""
+    return hz_to_mel(np.float64(cfg.fmin)), hz_to_mel(np.float64(cfg.fmax))
+
+
 def centre_frequencies(cfg: MelConfig = MelConfig()) -> np.ndarray:
     """Centre frequency (Hz) of each mel filter [n_mels]: n_mels + 2 points equally spaced on
     the mel scale from fmin to fmax, without the two ends (librosa.filters.mel)."""
-    lo, hi = hz_to_mel(np.float64(cfg.fmin)), hz_to_mel(np.float64(cfg.fmax))
+    lo, hi = _mel_range(cfg)
     return mel_to_hz(np.linspace(lo, hi, cfg.n_mels + 2)[1:-1])
 
 
@@ -61,7 +66,7 @@ def warp_log_mel(mel: jax.Array, alpha: jax.Array, cfg: MelConfig = MelConfig())
     if alpha.shape != mel.shape[:1]:
         raise ValueError(f"warp_log_mel: alpha must be [B] = {mel.shape[:1]}, got {alpha.shape}")
     n = cfg.n_mels
-    lo, hi = hz_to_mel(np.float64(cfg.fmin)), hz_to_mel(np.float64(cfg.fmax))
+    lo, hi = _mel_range(cfg)
     step = (hi - lo) / (n + 1)
     src_hz = jnp.asarray(centre_frequencies(cfg), jnp.float32)[None, :] / alpha[:, None]
     # Fractional input bin of each output bin (bin k is centred at mel lo + (k + 1) step).

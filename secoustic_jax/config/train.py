@@ -64,6 +64,10 @@ class LossConfig:
     logit_scale_max: float = 100.0  # clamp on exp(tau)
     max_contrastive_frames: int = 8192
     mask_same_phone_negatives: bool = False
+    # [project] A linear adversary predicts G (stop-gradient) from the time-pooled token
+    # embedding S through a gradient reversal: the semantic branch is pushed to keep the
+    # voice out of pooled S. Stages 2 and 3; 0 = off (no adversary parameters at all).
+    speaker_adversary_weight: float = 0.0
 
     def validate(self) -> None:
         if self.kl_hinge not in ("per_item", "batch_mean"):
@@ -72,6 +76,9 @@ class LossConfig:
             raise ConfigError(f"loss.contrastive_input must be one of {CONTRASTIVE_INPUTS}")
         if self.kl_ramp_end < self.kl_ramp_start:
             raise ConfigError("loss.kl_ramp_end must be >= kl_ramp_start")
+        if not (self.speaker_adversary_weight >= 0 and math.isfinite(self.speaker_adversary_weight)):
+            raise ConfigError("loss.speaker_adversary_weight must be a finite number >= 0, got "
+                              f"{self.speaker_adversary_weight}")
         if self.max_contrastive_frames < 2 or self.logit_scale_max <= 0:
             raise ConfigError("loss: max_contrastive_frames >= 2 and logit_scale_max > 0 required")
 

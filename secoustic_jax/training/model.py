@@ -1,6 +1,7 @@
-"""The training network: the codec plus the training-only `aux` modules in one linen module.
+"""The training network: the codec plus the training-only modules in one linen module.
 
-Variables: {"params": {"codec": ..., "aux": ...}, "batch_stats": {"codec": ...}}. The codec
+Variables: {"params": {"codec": ..., "aux": ..., ["adversary": ...]}, "batch_stats":
+{"codec": ...}}; "adversary" exists only with `loss.speaker_adversary_weight` > 0. The codec
 subtree is exactly what `SecoustiCodec(config).init` produces, so it exports as is.
 """
 
@@ -16,6 +17,7 @@ from secoustic_jax.audio.warp import sample_alpha, warp_log_mel
 from secoustic_jax.config.train import ExecutionConfig, ExperimentConfig
 from secoustic_jax.model.codec import SecoustiCodec
 from secoustic_jax.model.phonemes import ContrastiveAux
+from secoustic_jax.training.adversary import SpeakerAdversary, pooled
 
 
 def resolve_execution(execution: ExecutionConfig) -> tuple[bool, str]:
@@ -50,6 +52,8 @@ class TrainNet(nn.Module):
         factory = self.codec_factory or (lambda c: default_codec_factory(c, cfg.execution))
         self.codec = factory(cfg.codec)
         self.aux = ContrastiveAux(cfg.phonemes, cfg.loss, cfg.codec.transformer.d_model)
+        if cfg.loss.speaker_adversary_weight > 0:
+            self.adversary = SpeakerAdversary(cfg.codec.paralinguistic.embed_dim)
 
     def acoustic(self, mel):
         """Stage-1 path. mel [B, T, 80] -> (A [B, T', d], mel_hat [B, h*T', 80]).
@@ -65,7 +69,8 @@ class TrainNet(nn.Module):
 
         Returns dict: out (the codec's TrainOutputs), u, v (unit-norm contrastive
         embeddings [B, T', D]), valid [B, T'] frames covered by phones, pos [B, T'] phone
-        position per token, scale exp(tau), and mel_connector = D(A-hat) when with_mel.
+        position per token, scale exp(tau), mel_connector = D(A-hat) when with_mel, and
+        with the speaker adversary on, adversary = (predicted G, G) [B, d] each.
         With `augment.semantic_warp` and train, the semantic branch reads a frequency-warped
         mel (one alpha per item, RNG stream "sample").
         """
@@ -83,6 +88,9 @@ class TrainNet(nn.Module):
         res = {"out": out, "u": u, "v": v, "valid": valid, "pos": pos, "scale": scale}
         if with_mel:
             res["mel_connector"] = self.codec.decode_acoustic(out.connector_out)
+        if self.config.loss.speaker_adversary_weight > 0:
+            tmask = token_mask(batch["mel_mask"], self.config.codec.hop)
+            res["adversary"] = (self.adversary(pooled(out.semantic_embed, tmask)), out.g_mu)
         return res
 
     def __call__(self, batch, *, train: bool = False):

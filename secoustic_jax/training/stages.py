@@ -19,7 +19,7 @@ TRAIN, FROZEN = "train", "frozen"
 STAGE1_MODULES = ("codec/encoder", "codec/encoder_transformer", "codec/decoder_transformer",
                   "codec/decoder")
 STAGE2_MODULES = ("codec/vae_semantic_transformer", "codec/fsq", "codec/paralinguistic_encoder",
-                  "codec/semantic_connector", "aux")
+                  "codec/semantic_connector", "aux", "adversary")
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,13 @@ STAGE_TABLE: dict[str, StageSpec] = {
                           (("mel", "mel_weight"),), "acoustic"),
     "semantic": StageSpec("semantic", STAGE2_MODULES, STAGE1_MODULES,
                           (("acoustic", "acoustic_weight"), ("contrastive", "contrastive_weight"),
-                           ("kl_semantic", "kl"), ("kl_paralinguistic", "kl")), "full"),
+                           ("kl_semantic", "kl"), ("kl_paralinguistic", "kl"),
+                           ("speaker_adversary", "speaker_adversary_weight")), "full"),
     "finetune": StageSpec("finetune", STAGE1_MODULES + STAGE2_MODULES, (),
                           (("mel", "mel_weight"), ("mel_connector", "mel_weight"),
                            ("acoustic", "acoustic_weight"), ("contrastive", "contrastive_weight"),
-                           ("kl_semantic", "kl"), ("kl_paralinguistic", "kl")), "full"),
+                           ("kl_semantic", "kl"), ("kl_paralinguistic", "kl"),
+                           ("speaker_adversary", "speaker_adversary_weight")), "full"),
 }
 assert tuple(STAGE_TABLE) == STAGE_NAMES
 
@@ -97,11 +99,17 @@ def stage_spec(index: int) -> StageSpec:
     return STAGE_TABLE[STAGE_NAMES[index]]
 
 
+# Terms whose module exists only when their weight is > 0: at 0 they are not computed.
+OPTIONAL_TERMS = ("speaker_adversary",)
+
+
 def loss_weights(config: ExperimentConfig, index: int, kl_w) -> dict:
-    """term -> weight for stage `index`; "kl" entries take the ramp value `kl_w`."""
+    """term -> weight for stage `index`; "kl" entries take the ramp value `kl_w`; optional
+    terms (OPTIONAL_TERMS) at weight 0 are left out."""
     spec = stage_spec(index)
-    return {term: (kl_w if field == "kl" else getattr(config.loss, field))
-            for term, field in spec.losses}
+    weights = {term: (kl_w if field == "kl" else getattr(config.loss, field))
+               for term, field in spec.losses}
+    return {t: w for t, w in weights.items() if not (t in OPTIONAL_TERMS and w == 0)}
 
 
 def stage_start_steps(config: ExperimentConfig) -> dict[int, int]:

@@ -1,0 +1,112 @@
+"""The speaker adversary (`loss.speaker_adversary_weight`): gradient reversal, masked
+pooling, the optional "adversary" subtree and its stage labels, and the sign of its
+gradients (head: descends the MSE; semantic branch: ascends it; G: untouched)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+import pytest
+from flax import traverse_util
+
+from secoustic_jax.config.base import ConfigError
+from secoustic_jax.training.adversary import adversary_loss, grad_reverse, pooled
+from secoustic_jax.training.loop import resolve_config
+from secoustic_jax.training.model import TrainNet, token_mask
+from secoustic_jax.training.objective import split_rngs, stage_objective
+from secoustic_jax.training.stages import loss_weights, param_labels, stage_spec
+from train_standin import standin_factory, tiny_experiment
+
+
+def test_grad_reverse_is_identity_forward_and_negates_backward():
+    x = jnp.arange(6.0).reshape(2, 3)
+    c = jnp.array([[1.0, -2.0, 3.0], [0.5, 0.0, 4.0]])
+    np.testing.assert_array_equal(grad_reverse(x), x)
+    np.testing.assert_array_equal(jax.grad(lambda y: jnp.sum(grad_reverse(y) * c))(x), -c)
+
+
+def test_pooled_is_the_masked_time_mean():
+    s = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 3))
+    mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], jnp.float32)
+    got = np.asarray(pooled(s, mask))
+    np.testing.assert_allclose(got[0], np.asarray(s[0, :3]).mean(0), rtol=1e-6)  # float32 sum
+    np.testing.assert_allclose(got[1], np.asarray(s[1]).mean(0), rtol=1e-6)
+
+
+def test_weight_must_be_finite_and_non_negative():
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="speaker_adversary_weight"):
+            tiny_experiment({"loss.speaker_adversary_weight": bad})
+
+
+def _setup(weight):
+    cfg, _ = resolve_config(tiny_experiment({"loss.speaker_adversary_weight": weight}))
+    key = jax.random.PRNGKey(0)
+    mel = jax.random.normal(key, (2, 32, 80)) - 5
+    batch = {"mel": mel, "mel_mask": jnp.ones((2, 32)).at[1, 24:].set(0),
+             "prompt_mel": mel[:, :16], "prompt_lengths": jnp.full((2,), 16),
+             "phones": jnp.ones((2, 4), jnp.int32), "phone_durations": jnp.full((2, 4), 8)}
+    net = TrainNet(cfg, standin_factory)
+    variables = nn.unbox(net.init({"params": key, "sample": key, "dropout": key}, batch))
+    return cfg, net, variables, batch
+
+
+def test_off_means_no_parameters_and_no_term():
+    cfg, _, variables, _ = _setup(0.0)
+    assert "adversary" not in variables["params"]
+    for stage in (1, 2):
+        assert "speaker_adversary" not in loss_weights(cfg, stage, 0.0)
+
+
+def test_on_adds_a_head_that_trains_in_stages_2_and_3_only():
+    cfg, _, variables, _ = _setup(0.5)
+    head = variables["params"]["adversary"]["head"]
+    d = cfg.codec.paralinguistic.embed_dim
+    assert head["kernel"].shape == (cfg.codec.transformer.d_model, d)
+    for stage, want in ((0, "frozen"), (1, "train"), (2, "train")):
+        labels = traverse_util.flatten_dict(param_labels(variables["params"], stage_spec(stage)), sep="/")
+        assert {labels["adversary/head/kernel"], labels["adversary/head/bias"]} == {want}
+        assert loss_weights(cfg, stage, 0.0).get("speaker_adversary") == (None if stage == 0 else 0.5)
+
+
+def test_gradient_signs():
+    """d(total)/d(head) = +w dMSE/d(head); d(total)/d(semantic branch) = -w dMSE/d(branch)
+    for the adversary term, measured against the same MSE computed without the reversal;
+    the paralinguistic encoder (which makes the target G) gets nothing from the term."""
+    w = 0.5
+    cfg, net, variables, batch = _setup(w)
+    rngs = split_rngs(jax.random.PRNGKey(3))
+
+    def term(params, reverse: bool):
+        v = {**variables, "params": params}
+        res, _ = net.apply(v, batch, train=True, method=TrainNet.full, rngs=rngs,
+                           mutable=["batch_stats"])
+        pred, g = res["adversary"]
+        if not reverse:  # the same head, applied without the reversal
+            s = pooled(res["out"].semantic_embed, token_mask(batch["mel_mask"], 1))
+            head = params["adversary"]["head"]
+            pred = s @ head["kernel"] + head["bias"]
+        return adversary_loss(pred, g)
+
+    def total_minus_rest(params):
+        v = {**variables, "params": params}
+        tot, (metrics, _) = stage_objective(net, v, batch, rngs, stage_index=1, kl_w=0.0)
+        return w * metrics["loss/speaker_adversary"], tot
+
+    g_rev = jax.grad(lambda p: term(p, True))(variables["params"])
+    g_plain = jax.grad(lambda p: term(p, False))(variables["params"])
+    flat_rev = traverse_util.flatten_dict(g_rev, sep="/")
+    flat_plain = traverse_util.flatten_dict(g_plain, sep="/")
+    semantic = [k for k in flat_rev if k.startswith("codec/") and "paralinguistic" not in k
+                and np.any(np.asarray(flat_plain[k]))]
+    assert semantic  # the term reaches the semantic branch at all
+    for k, v in flat_rev.items():
+        if k.startswith("adversary/"):
+            np.testing.assert_allclose(v, flat_plain[k], rtol=1e-5, atol=1e-7)
+        elif "paralinguistic" in k:
+            assert not np.any(np.asarray(v)), k  # G is a stop-gradient target
+        else:
+            np.testing.assert_allclose(v, -np.asarray(flat_plain[k]), rtol=1e-5, atol=1e-7)
+    # The stage objective carries the term with its weight.
+    adv, tot = total_minus_rest(variables["params"])
+    assert np.isfinite(float(tot)) and float(adv) > 0
