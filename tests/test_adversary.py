@@ -33,6 +33,16 @@ def test_pooled_is_the_masked_time_mean():
     np.testing.assert_allclose(got[1], np.asarray(s[1]).mean(0), rtol=1e-6)
 
 
+def test_loss_is_relative_to_the_batch_spread_of_g():
+    g = jax.random.normal(jax.random.PRNGKey(2), (6, 4)) * 0.05 + 0.3
+    pred = g + 0.01 * jax.random.normal(jax.random.PRNGKey(4), g.shape)
+    np.testing.assert_allclose(adversary_loss(jnp.broadcast_to(g.mean(0), g.shape), g), 1.0,
+                               rtol=1e-5)  # the batch mean scores exactly 1 (float32 sums)
+    np.testing.assert_allclose(adversary_loss(10 * pred, 10 * g), adversary_loss(pred, g),
+                               rtol=1e-5)  # scale-free
+    assert float(adversary_loss(pred, g)) < 0.1
+
+
 def test_weight_must_be_finite_and_non_negative():
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="speaker_adversary_weight"):

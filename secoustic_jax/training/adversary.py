@@ -57,9 +57,14 @@ class SpeakerAdversary(nn.Module):
         return head(grad_reverse(s_pooled.astype(jnp.float32)))
 
 
-def adversary_loss(prediction, g):
-    """MSE of the head's prediction against stop_gradient(G), both [B, d_g] -> scalar.
+def adversary_loss(prediction, g, eps: float = 1e-8):
+    """MSE of the head's prediction against stop_gradient(G), over the batch variance of G
+    (both [B, d_g] -> scalar): 1 = no better than the batch mean of G, 0 = G read exactly.
 
-    Minimised by the head; through the reversal, maximised by the semantic branch."""
+    The normalisation makes the weight scale-free: G's spread is set by the paralinguistic
+    VAE (unnormalised, the 2026-12-06 A/B read an MSE of 4e-4 and the reversal pushed with
+    almost nothing). Minimised by the head; through the reversal, maximised by the semantic
+    branch. The variance is a stop-gradient constant of the batch."""
     target = jax.lax.stop_gradient(g.astype(jnp.float32))
-    return jnp.mean((prediction.astype(jnp.float32) - target) ** 2)
+    spread = jnp.mean(jnp.var(target, axis=0))
+    return jnp.mean((prediction.astype(jnp.float32) - target) ** 2) / (spread + eps)
