@@ -43,6 +43,18 @@ def torch_uniform(fan_in: int):
     return init
 
 
+def torch_dense(features: int, fan_in: int, axes: tuple[str, str], name: str | None = None, *,
+                bias_axis: str | None = None, use_bias: bool = True, dtype=None,
+                param_dtype=jnp.float32) -> nn.Dense:
+    """nn.Dense [..., fan_in] -> [..., features] with torch Linear's default init
+    (U(+-1/sqrt(fan_in)) for weight and bias) and logical axis names: `axes` for the
+    kernel, `bias_axis` (default axes[1]) for the bias."""
+    init = torch_uniform(fan_in)
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+                    kernel_init=nn.with_logical_partitioning(init, axes),
+                    bias_init=nn.with_logical_partitioning(init, (bias_axis or axes[1],)))
+
+
 def constant(value: float):
     def init(key, shape, dtype=jnp.float32):
         del key

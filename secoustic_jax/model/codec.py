@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax.config.model import CodecConfig, TransformerConfig
-from secoustic_jax.layers.common import EMBED, MLP, NORM, dtype_of, torch_uniform
+from secoustic_jax.layers.common import EMBED, MLP, NORM, dtype_of, torch_dense
 from secoustic_jax.layers.conv import CausalConv1d
 from secoustic_jax.layers.seanet import SEANetDecoder, SEANetEncoder
 from secoustic_jax.layers.transformer import ProjectedTransformer
@@ -67,11 +67,7 @@ class TrainOutputs:
 
 
 def _dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
-    """torch Linear default init: U(+-1/sqrt(fan_in)) for weight and bias."""
-    init = torch_uniform(fan_in)
-    return nn.Dense(features, name=name,
-                    kernel_init=nn.with_logical_partitioning(init, (EMBED, MLP)),
-                    bias_init=nn.with_logical_partitioning(init, (NORM,)))
+    return torch_dense(features, fan_in, (EMBED, MLP), name, bias_axis=NORM)
 
 
 def reparameterise(key, mu, logvar):

@@ -23,18 +23,10 @@ import numpy as np
 
 from secoustic_jax.config.model import ParalinguisticConfig
 from secoustic_jax.layers.common import (CONV_IN, CONV_K, CONV_OUT, EMBED, HIDDEN, NORM,
-                                         constant, param, torch_uniform)
+                                         constant, param, torch_dense, torch_uniform)
 from secoustic_jax.layers.gru import GRU
 
 _DN = ("NWC", "WIO", "NWC")
-
-
-def _dense(features: int, fan_in: int, axes: tuple[str, str], name: str, use_bias=True):
-    """nn.Dense with torch Linear default init U(+-1/sqrt(fan_in)) and logical axes."""
-    init = torch_uniform(fan_in)
-    return nn.Dense(features, use_bias=use_bias, name=name,
-                    kernel_init=nn.with_logical_partitioning(init, axes),
-                    bias_init=nn.with_logical_partitioning(init, (axes[1],)))
 
 
 class MiddleColumnConv(nn.Module):
@@ -108,8 +100,9 @@ class SEResidual(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         hidden = self.channels // self.reduction
         m = jnp.sum(x * mask, axis=1) / jnp.sum(mask, axis=1)  # mean over valid frames
-        s = nn.relu(_dense(hidden, self.channels, (CONV_OUT, HIDDEN), "fc_0", False)(m))
-        s = jax.nn.sigmoid(_dense(self.channels, hidden, (HIDDEN, CONV_OUT), "fc_2", False)(s))
+        fc_0 = torch_dense(hidden, self.channels, (CONV_OUT, HIDDEN), "fc_0", use_bias=False)
+        fc_2 = torch_dense(self.channels, hidden, (HIDDEN, CONV_OUT), "fc_2", use_bias=False)
+        s = jax.nn.sigmoid(fc_2(nn.relu(fc_0(m))))
         return x * s[:, None, :] + x
 
 
@@ -160,6 +153,6 @@ class ParalinguisticEncoder(nn.Module):
             x = nn.relu(x)
         x = SEResidual(cfg.channels[-1], cfg.se_reduction, name="senet")(x, mask)
         h = GRU(cfg.gru_hidden, name="gru")(x, lengths)
-        mu = _dense(cfg.embed_dim, cfg.gru_hidden, (HIDDEN, EMBED), "dense_mu")(h)
-        logvar = _dense(cfg.embed_dim, cfg.gru_hidden, (HIDDEN, EMBED), "dense_var")(h)
+        mu = torch_dense(cfg.embed_dim, cfg.gru_hidden, (HIDDEN, EMBED), "dense_mu")(h)
+        logvar = torch_dense(cfg.embed_dim, cfg.gru_hidden, (HIDDEN, EMBED), "dense_var")(h)
         return mu, logvar

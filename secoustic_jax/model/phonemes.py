@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from secoustic_jax.config.train import LossConfig, PhonemeEncoderConfig
 from secoustic_jax.layers.common import (CONV_IN, CONV_K, CONV_OUT, EMBED, MLP, NORM, QKV,
-                                         VOCAB, param, torch_uniform)
+                                         VOCAB, param, torch_dense, torch_uniform)
 from secoustic_jax.layers.rope import apply_rope
 
 
@@ -27,9 +27,7 @@ def _ln(eps: float) -> nn.LayerNorm:
 
 
 def _dense(features: int, fan_in: int, axes, name: str) -> nn.Dense:
-    return nn.Dense(features, name=name,
-                    kernel_init=nn.with_logical_partitioning(torch_uniform(fan_in), axes),
-                    bias_init=nn.with_logical_partitioning(torch_uniform(fan_in), (NORM,)))
+    return torch_dense(features, fan_in, axes, name, bias_axis=NORM)
 
 
 class EncoderLayer(nn.Module):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from secoustic_jax.config.model import FSQConfig
-from secoustic_jax.layers.common import CODE, EMBED, torch_uniform
+from secoustic_jax.layers.common import CODE, EMBED, torch_dense
 
 _EPS = 1e-3  # the bound's shrink factor (1 - eps) keeps tanh away from half-integers
 
@@ -99,14 +99,6 @@ def implicit_codebook(levels: Sequence[int]) -> jax.Array:
     return indices_to_codes(jnp.arange(math.prod(levels)), levels)
 
 
-def _torch_dense(features: int, fan_in: int, axes: tuple[str, str], dtype, param_dtype, name):
-    """nn.Dense with torch Linear default init U(+-1/sqrt(fan_in)) and logical axis names."""
-    init = torch_uniform(fan_in)
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
-                    kernel_init=nn.with_logical_partitioning(init, axes),
-                    bias_init=nn.with_logical_partitioning(init, (axes[1],)))
-
-
 class FSQOutput(NamedTuple):
     """FSQ forward results. projected [..., D]; codes [..., D] (STE); indices [...] int32;
     embedding = project_out(codes) [..., dim]."""
@@ -130,10 +122,10 @@ class FSQ(nn.Module):
 
     def setup(self):
         d, n = self.cfg.dim, len(self.cfg.levels)
-        self.project_in = _torch_dense(n, d, (EMBED, CODE), jnp.float32, self.param_dtype,
-                                       "project_in")
-        self.project_out = _torch_dense(d, n, (CODE, EMBED), self.dtype, self.param_dtype,
-                                        "project_out")
+        self.project_in = torch_dense(n, d, (EMBED, CODE), "project_in", dtype=jnp.float32,
+                                      param_dtype=self.param_dtype)
+        self.project_out = torch_dense(d, n, (CODE, EMBED), "project_out", dtype=self.dtype,
+                                       param_dtype=self.param_dtype)
 
     def project(self, mu: jax.Array) -> jax.Array:
         """mu [..., dim] -> u [..., D] float32."""

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from secoustic_jax.layers.common import EMBED, MLP, NORM, torch_uniform
+from secoustic_jax.layers.common import EMBED, MLP, NORM, torch_dense
 
 
 @jax.custom_vjp
@@ -49,11 +49,7 @@ class SpeakerAdversary(nn.Module):
 
     @nn.compact
     def __call__(self, s_pooled):
-        d = s_pooled.shape[-1]
-        init = torch_uniform(d)
-        head = nn.Dense(self.g_dim, name="head",
-                        kernel_init=nn.with_logical_partitioning(init, (EMBED, MLP)),
-                        bias_init=nn.with_logical_partitioning(init, (NORM,)))
+        head = torch_dense(self.g_dim, s_pooled.shape[-1], (EMBED, MLP), "head", bias_axis=NORM)
         return head(grad_reverse(s_pooled.astype(jnp.float32)))
 
 
