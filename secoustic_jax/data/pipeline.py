@@ -181,11 +181,7 @@ def load_example(entry: Entry | None, cfg: PipelineConfig, rng, pool=None, read=
         other_feats, skip = read.mel(other)
         if skip:  # the item is skipped and counted under the prompt utterance's id
             return {SKIP: skip}
-        if cfg.features == "waveform":
-            pstart, plen = prompt_window(other.frames, cfg.prompt_frames, rng)
-            ex["prompt_wav"] = frame_window(other_feats, pstart, cfg.prompt_frames, cfg.mel)
-        else:
-            ex["prompt_mel"], plen = prompt_crop(other_feats, cfg.prompt_frames, rng)
+        plen = _prompt_of(other_feats, other.frames, cfg, rng, ex)
         ex["prompt_lengths"] = np.int32(plen)
         ex["prompt_utt_index"] = np.int32(other.index)
     ex["speaker"] = np.int32(entry.speaker)
@@ -206,6 +202,17 @@ def _crop(feats: np.ndarray, frames: int, ids, durs, cfg: PipelineConfig, rng) -
     ex["wav"] = frame_window(feats, start, cfg.segment_frames, cfg.mel)
     ex["prompt_wav"] = frame_window(feats, pstart, cfg.prompt_frames, cfg.mel)
     return ex
+
+
+def _prompt_of(feats: np.ndarray, frames: int, cfg: PipelineConfig, rng, ex: dict) -> int:
+    """Puts a prompt window of another utterance's mel (or waveform) into `ex` as
+    `prompt_mel` (or `prompt_wav`), the same draw either way; returns its valid frames."""
+    if cfg.features == "waveform":
+        pstart, plen = prompt_window(frames, cfg.prompt_frames, rng)
+        ex["prompt_wav"] = frame_window(feats, pstart, cfg.prompt_frames, cfg.mel)
+    else:
+        ex["prompt_mel"], plen = prompt_crop(feats, cfg.prompt_frames, rng)
+    return plen
 
 
 class TrainTransform(grain.transforms.RandomMap):
