@@ -1,6 +1,7 @@
 """The speaker adversary (`loss.speaker_adversary_weight`): gradient reversal, masked
-pooling, the optional "adversary" subtree and its stage labels, and the sign of its
-gradients (head: descends the MSE; semantic branch: ascends it; G: untouched)."""
+pooling, the optional "adversary" subtree and its stage labels, and where its gradients go
+in both modes (reverse: head descends the MSE, semantic branch ascends it; confusion: head
+descends its MSE, branch descends the distance to the batch-mean G; G untouched)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,8 @@ import pytest
 from flax import traverse_util
 
 from secoustic_jax.config.base import ConfigError
-from secoustic_jax.training.adversary import adversary_loss, grad_reverse, pooled
+from secoustic_jax.training.adversary import (adversary_loss, confusion_loss, grad_reverse,
+                                              pooled)
 from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet, token_mask
 from secoustic_jax.training.objective import split_rngs, stage_objective
@@ -49,8 +51,9 @@ def test_weight_must_be_finite_and_non_negative():
             tiny_experiment({"loss.speaker_adversary_weight": bad})
 
 
-def _setup(weight):
-    cfg, _ = resolve_config(tiny_experiment({"loss.speaker_adversary_weight": weight}))
+def _setup(weight, mode="reverse"):
+    cfg, _ = resolve_config(tiny_experiment({"loss.speaker_adversary_weight": weight,
+                                             "loss.speaker_adversary_mode": mode}))
     key = jax.random.PRNGKey(0)
     mel = jax.random.normal(key, (2, 32, 80)) - 5
     batch = {"mel": mel, "mel_mask": jnp.ones((2, 32)).at[1, 24:].set(0),
@@ -91,7 +94,8 @@ def test_gradient_signs():
         v = {**variables, "params": params}
         res, _ = net.apply(v, batch, train=True, method=TrainNet.full, rngs=rngs,
                            mutable=["batch_stats"])
-        pred, g = res["adversary"]
+        pred, branch, g = res["adversary"]
+        assert branch is None
         if not reverse:  # the same head, applied without the reversal
             s = pooled(res["out"].semantic_embed, token_mask(batch["mel_mask"], 1))
             head = params["adversary"]["head"]
@@ -120,3 +124,66 @@ def test_gradient_signs():
     # The stage objective carries the term with its weight.
     adv, tot = total_minus_rest(variables["params"])
     assert np.isfinite(float(tot)) and float(adv) > 0
+
+
+def test_mode_must_be_known():
+    with pytest.raises(ConfigError, match="speaker_adversary_mode"):
+        tiny_experiment({"loss.speaker_adversary_mode": "gan"})
+
+
+def test_confusion_loss_parts():
+    g = jax.random.normal(jax.random.PRNGKey(5), (6, 4)) * 0.05 + 0.3
+    centre = jnp.broadcast_to(g.mean(0), g.shape)
+    total, parts = confusion_loss(g, centre, g)
+    np.testing.assert_allclose(parts["head"], 0.0, atol=1e-6)  # the head reads G exactly
+    np.testing.assert_allclose(parts["confusion"], 0.0, atol=1e-6)  # branch at the mean voice
+    _, parts = confusion_loss(centre, g, g)
+    np.testing.assert_allclose(parts["head"], 1.0, rtol=1e-5)  # float32 sums
+    np.testing.assert_allclose(parts["confusion"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(total, 0.0, atol=1e-6)
+
+
+def test_confusion_gradients_never_mix():
+    """Confusion mode: the head's gradient is exactly that of its own MSE on a fixed S; the
+    semantic branch's is exactly that of the branch term through a fixed head (same
+    parameters, computed by hand here); the paralinguistic encoder gets nothing."""
+    cfg, net, variables, batch = _setup(0.5, "confusion")
+    rngs = split_rngs(jax.random.PRNGKey(3))
+
+    def forward(params):
+        v = {**variables, "params": params}
+        res, _ = net.apply(v, batch, train=True, method=TrainNet.full, rngs=rngs,
+                           mutable=["batch_stats"])
+        return res
+
+    def term(params):
+        return confusion_loss(*forward(params)["adversary"])[0]
+
+    def by_hand(params, part):
+        res = forward(params)
+        s = pooled(res["out"].semantic_embed, token_mask(batch["mel_mask"], 1))
+        head = params["adversary"]["head"]
+        g = jax.lax.stop_gradient(res["out"].g_mu)
+        spread = jnp.mean(jnp.var(g, axis=0)) + 1e-8
+        if part == "head":
+            pred = jax.lax.stop_gradient(s) @ head["kernel"] + head["bias"]
+            return jnp.mean((pred - g) ** 2) / spread
+        pred = s @ jax.lax.stop_gradient(head["kernel"]) + jax.lax.stop_gradient(head["bias"])
+        return jnp.mean((pred - g.mean(0, keepdims=True)) ** 2) / spread
+
+    flat = traverse_util.flatten_dict(jax.grad(term)(variables["params"]), sep="/")
+    head = traverse_util.flatten_dict(jax.grad(lambda p: by_hand(p, "head"))(variables["params"]), sep="/")
+    branch = traverse_util.flatten_dict(jax.grad(lambda p: by_hand(p, "branch"))(variables["params"]), sep="/")
+    semantic = [k for k in flat if k.startswith("codec/") and np.any(np.asarray(branch[k]))]
+    assert semantic and all(k.startswith("adversary/") for k in head if np.any(np.asarray(head[k])))
+    for k, v in flat.items():
+        if "paralinguistic" in k:
+            assert not np.any(np.asarray(v)), k  # G is a stop-gradient target
+        want = np.asarray(head[k]) + np.asarray(branch[k])
+        np.testing.assert_allclose(v, want, rtol=1e-5, atol=1e-7)  # float32 re-association
+    v = {**variables, "params": variables["params"]}
+    tot, (metrics, _) = stage_objective(net, v, batch, rngs, stage_index=1, kl_w=0.0)
+    assert np.isfinite(float(tot))
+    np.testing.assert_allclose(metrics["loss/speaker_adversary"],
+                               metrics["speaker_adversary/head"] + metrics["speaker_adversary/confusion"],
+                               rtol=1e-6)

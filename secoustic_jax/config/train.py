@@ -18,6 +18,7 @@ from secoustic_jax.config.model import CodecConfig
 
 STAGE_NAMES = ("acoustic", "semantic", "finetune")
 CONTRASTIVE_INPUTS = ("ste", "mu", "pre_vae")
+ADVERSARY_MODES = ("reverse", "confusion")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class LossConfig:
     # embedding S through a gradient reversal: the semantic branch is pushed to keep the
     # voice out of pooled S. Stages 2 and 3; 0 = off (no adversary parameters at all).
     speaker_adversary_weight: float = 0.0
+    # How the branch fights the head: "reverse" (gradient reversal of the head's MSE) or
+    # "confusion" (the branch pulls the head's prediction to the batch-mean G; bounded).
+    speaker_adversary_mode: str = "reverse"
 
     def validate(self) -> None:
         if self.kl_hinge not in ("per_item", "batch_mean"):
@@ -79,6 +83,9 @@ class LossConfig:
         if not (self.speaker_adversary_weight >= 0 and math.isfinite(self.speaker_adversary_weight)):
             raise ConfigError("loss.speaker_adversary_weight must be a finite number >= 0, got "
                               f"{self.speaker_adversary_weight}")
+        if self.speaker_adversary_mode not in ADVERSARY_MODES:
+            raise ConfigError(f"loss.speaker_adversary_mode must be one of {ADVERSARY_MODES}, "
+                              f"got {self.speaker_adversary_mode!r}")
         if self.max_contrastive_frames < 2 or self.logit_scale_max <= 0:
             raise ConfigError("loss: max_contrastive_frames >= 2 and logit_scale_max > 0 required")
 

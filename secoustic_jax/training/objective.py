@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from secoustic_jax import losses
 from secoustic_jax.config.train import ExperimentConfig
-from secoustic_jax.training.adversary import adversary_loss
+from secoustic_jax.training.adversary import adversary_term
 from secoustic_jax.training.model import TrainNet, token_mask
 from secoustic_jax.training.stages import loss_weights, stage_spec
 
@@ -87,7 +87,8 @@ def _full_terms(config: ExperimentConfig, res, batch, key, weights):
         terms["mel_connector"], _ = losses.mel_loss(res["mel_connector"], batch["mel"],
                                                     batch["mel_mask"])
     if "speaker_adversary" in weights:
-        terms["speaker_adversary"] = adversary_loss(*res["adversary"])
+        terms["speaker_adversary"], m = adversary_term(*res["adversary"])
+        metrics.update({f"speaker_adversary/{k}": v for k, v in m.items()})
     metrics.update(_codebook_metrics(out, tmask, config.codec.codebook_size))
     return terms, metrics
 
