@@ -21,8 +21,8 @@ def _wer(summary, s, cond):
     return summary[s][cond]["corpus"]["wer"]
 
 
-def rows(example: pathlib.Path) -> list[tuple[str, float, float | None, bool]]:
-    """(bar, measured, vocoder ceiling or None, met)."""
+def rows(example: pathlib.Path) -> list[tuple[str, float, float | None, bool, float]]:
+    """(bar, measured, vocoder ceiling or None, met, bound)."""
     ev = json.loads((example / "eval_summary.json").read_text())["summary"]
     dis = json.loads((example / "disentangle.json").read_text())["features"]
     at_least = lambda v, b: v >= b  # noqa: E731
@@ -30,7 +30,7 @@ def rows(example: pathlib.Path) -> list[tuple[str, float, float | None, bool]]:
     out = []
 
     def bar(text, value, ceiling, test, bound):
-        out.append((text, value, ceiling, test(value, bound)))
+        out.append((text, value, ceiling, test(value, bound), bound))
 
     bar("acoustic WB-PESQ >= 2.2 (E2)", _metric(ev, "E2", "acoustic", "pesq_wb"),
         _metric(ev, "E2", "voc", "pesq_wb"), at_least, 2.2)
@@ -49,9 +49,10 @@ def rows(example: pathlib.Path) -> list[tuple[str, float, float | None, bool]]:
 
 def table(example: pathlib.Path) -> str:
     lines = ["| bar | measured | vocoder ceiling | |", "|---|---:|---:|---|"]
-    for bar, value, ceiling, met in rows(example):
+    for bar, value, ceiling, met, bound in rows(example):
         c = "-" if ceiling is None else f"{ceiling:.3f}"
-        lines.append(f"| {bar} | {value:.3f} | {c} | {'met' if met else 'missed'} |")
+        verdict = "met" if met else f"missed by {abs(value - bound):.3f}"
+        lines.append(f"| {bar} | {value:.3f} | {c} | {verdict} |")
     return "\n".join(lines)
 
 

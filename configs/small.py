@@ -12,11 +12,12 @@ path at its PCA-64 bound within ~1000 steps, so what a 2-hour budget buys now is
 token-path steps; depth helped the token path (0.482 -> 0.435 at equal steps), width
 (d_model 96) did not.
 (Until 2026-12-05: n_filters 48 from a random init, which plateaued at train mel ~0.20.)
-The 2026-12-06 reproduction (docs/reproduction.md, 100 min of training): acoustic path at
-the vocoder ceiling, token path no better than the tiny demo's at 2.5x the steps; both ran
-every stage on 128-frame crops, inside the 250-token attention window, and their full-
-utterance token error grew past frame 128. Since then stage 3 runs on 3 x 344-frame crops,
-as in configs/tiny.py (the next demo: token STOI 0.763 -> 0.809); not yet rerun here.
+The first 2026-12-06 reproduction (100 min of training) ran every stage on 128-frame
+crops, inside the 250-token attention window, and its token path was no better than the
+tiny demo's at 2.5x the steps: the full-utterance token error grew past frame 128. Stage 3
+now runs on 3 x 344-frame crops, as in configs/tiny.py; the rerun (docs/reproduction.md,
+105 min of training) moved E2 token WB-PESQ 1.29 -> 1.53, WER 0.365 -> 0.290, and the
+held-out voice's WER 0.735 -> 0.355.
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.
