@@ -14,6 +14,9 @@ then is scored on *full utterances* of a split (not training crops):
 - `mel_token_head` / `mel_token_tail`: `mel_token` over frames [0, 128) and [256, end) of
   each utterance: training crops shorter than the attention context (250) leave the
   sliding-window regime of later frames untrained, which shows as tail >> head.
+With `--also-split test_unseen` every score is repeated on that split, suffixed `_<split>`
+(the held-out voice: how far G and the tokens generalise to a speaker never trained on;
+there the swap score is meaningless, the split having one voice).
 The JSON records the commands, steps, wall time and every score; the table is printed.
 """
 
@@ -133,20 +136,29 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", action="append", required=True, help="name:a.b=v,c.d=w")
     ap.add_argument("--common", action="append", default=[], help="override for every variant")
     ap.add_argument("--split", default="valid")
+    ap.add_argument("--also-split", action="append", default=[],
+                    help="score this split too (keys suffixed _<split>), e.g. test_unseen")
     ap.add_argument("--limit", type=int, default=35, help="utterances scored")
     ap.add_argument("--workdir", default="runs/ab")
     ap.add_argument("--keep", action="store_true", help="reuse finished workdirs (resume)")
     ap.add_argument("--probe", action="store_true",
                     help="also the speaker probe (G, pooled S, tokens) on every corpus split")
+    ap.add_argument("--token-path", action="store_true",
+                    help="score the token path with no stage-2 steps (a warm-started stage 3)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    token_path = args.steps[1] > 0 or args.token_path
     utts = _utterances(pathlib.Path(args.corpus), args.split, args.limit)
+    extra = {s: _utterances(pathlib.Path(args.corpus), s, args.limit) for s in args.also_split}
     out_path = pathlib.Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": []}
     for text in args.variant:
         name, overrides = parse_variant(text)
         workdir, wall, cmd = train_variant(args, name, overrides)
-        scores = score(workdir, utts, token_path=args.steps[1] > 0)
+        scores = score(workdir, utts, token_path=token_path)
+        for split, split_utts in extra.items():
+            scores.update({f"{k}_{split}": v for k, v in
+                           score(workdir, split_utts, token_path=token_path).items()})
         if args.probe:
             scores.update(probe(workdir, pathlib.Path(args.corpus)))
         row = {"name": name, "overrides": overrides, "common": args.common, "steps": args.steps,
@@ -158,7 +170,9 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
     keys = [k for k in ("mel_acoustic", "mel_token", "mel_token_head", "mel_token_tail",
                         "mel_token_other", "mel_token_swap",
-                        "probe_G", "probe_S_pooled", "probe_tokens") if k in results["runs"][0]]
+                        "probe_G", "probe_S_pooled", "probe_tokens")
+            + tuple(f"{k}_{s}" for s in args.also_split for k in ("mel_acoustic", "mel_token"))
+            if k in results["runs"][0]]
     print("| variant | overrides | " + " | ".join(keys) + " | train s |")
     for r in results["runs"]:
         print(f"| {r['name']} | {' '.join(r['overrides']) or '-'} | "

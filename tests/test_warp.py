@@ -108,3 +108,40 @@ def test_trainnet_warps_in_training_only():
     np.testing.assert_array_equal(on.acoustic, off.acoustic)  # A* is never warped
     assert not np.allclose(on.semantic_mu, off.semantic_mu)
     np.testing.assert_array_equal(full(net_on, False).semantic_mu, full(net_off, False).semantic_mu)
+
+
+def test_voice_warp_moves_target_and_prompt_together():
+    from secoustic_jax.training.objective import voice_warped
+    mel = jax.random.normal(jax.random.PRNGKey(1), (3, 24, 80)) - 5
+    prompt = jnp.concatenate([mel[:, :10], jnp.zeros((3, 6, 80))], axis=1)  # zero-padded
+    batch = {"mel": mel, "prompt_mel": prompt, "phones": jnp.ones((3, 2), jnp.int32)}
+    out = voice_warped(batch, jax.random.PRNGKey(2), 0.2, CFG)
+    assert out["phones"] is batch["phones"]
+    # One alpha per item for both: the prompt's frames are the target's first frames.
+    np.testing.assert_array_equal(out["prompt_mel"][:, :10], out["mel"][:, :10])
+    np.testing.assert_array_equal(out["prompt_mel"][:, 10:], 0.0)
+    assert not np.allclose(out["mel"], mel, atol=1e-2)
+    with pytest.raises(ConfigError, match="voice_warp"):
+        tiny_experiment({"augment.voice_warp": -0.1})
+
+
+def test_voice_warp_applies_in_training_only():
+    from secoustic_jax.training.objective import split_rngs, stage_objective
+    cfg_off, _ = resolve_config(tiny_experiment())
+    cfg_on, _ = resolve_config(tiny_experiment({"augment.voice_warp": 0.3}))
+    key = jax.random.PRNGKey(0)
+    mel = jax.random.normal(key, (2, 32, 80)) - 5
+    batch = {"mel": mel, "mel_mask": jnp.ones((2, 32)), "prompt_mel": mel[:, :16],
+             "prompt_lengths": jnp.full((2,), 16), "phones": jnp.ones((2, 4), jnp.int32),
+             "phone_durations": jnp.full((2, 4), 8)}
+    net_off, net_on = TrainNet(cfg_off, standin_factory), TrainNet(cfg_on, standin_factory)
+    variables = net_off.init({"params": key, "sample": key, "dropout": key}, batch)
+
+    def loss(net, train, stage):
+        total, _ = stage_objective(net, variables, batch, split_rngs(key), stage_index=stage,
+                                   kl_w=0.0, train=train)
+        return float(total)
+
+    assert loss(net_on, True, 1) != loss(net_off, True, 1)  # stage 2 trains on warped voices
+    assert loss(net_on, False, 1) == loss(net_off, False, 1)  # validation never warps
+    assert loss(net_on, True, 0) == loss(net_off, True, 0)  # stage 1 never warps

@@ -101,13 +101,22 @@ class AugmentConfig:
     the prompt keep the original. The tokens' input then no longer tells the voice (pitch
     and formants move with alpha), so the connector has to take it from G: ContentVec's
     speaker perturbation, on the mel. 0 = off (the paper's recipe).
+
+    voice_warp w: in stages 2 and 3 (training only) the whole example, the mel and the
+    prompt alike, is warped by one per-utterance alpha drawn as above: every training voice
+    becomes a continuum of voices (VTLP), so G and the connector see more than the corpus's
+    handful of speakers and have to interpolate between them, as an unseen voice asks.
+    0 = off (the paper's recipe).
     """
 
     semantic_warp: float = 0.0
+    voice_warp: float = 0.0
 
     def validate(self) -> None:
-        if not 0.0 <= self.semantic_warp < 1.0:
-            raise ConfigError(f"augment.semantic_warp must be in [0, 1), got {self.semantic_warp}")
+        for name in ("semantic_warp", "voice_warp"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"augment.{name} must be in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)

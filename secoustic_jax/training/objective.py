@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from secoustic_jax import losses
+from secoustic_jax.audio.warp import sample_alpha, warp_log_mel
 from secoustic_jax.config.train import ExperimentConfig
 from secoustic_jax.training.adversary import adversary_term
 from secoustic_jax.training.model import TrainNet, token_mask
@@ -47,6 +48,9 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
         _, mel_hat = net.apply(variables, mel, method=TrainNet.acoustic)
         terms["mel"], m = losses.mel_loss(mel_hat, mel, mel_mask)
     else:
+        if train and config.augment.voice_warp > 0:
+            batch = voice_warped(batch, jax.random.fold_in(rngs["sample"], 1),
+                                 config.augment.voice_warp, config.codec.mel)
         res, mutated = net.apply(variables, batch, train=train, with_mel="mel" in weights,
                                  method=TrainNet.full, rngs=rngs, mutable=["batch_stats"])
         new_stats = mutated.get("batch_stats", new_stats)
@@ -60,6 +64,15 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
     metrics["loss/total"] = total
     metrics["kl_weight"] = jnp.asarray(kl_w, jnp.float32)
     return total, (metrics, new_stats)
+
+
+def voice_warped(batch, key, max_warp: float, mel_config):
+    """The batch with its mel [B, T, 80] and prompt_mel [B, P, 80] warped by one alpha per
+    item (`augment.voice_warp`): the same voice in the target and in the prompt, so G still
+    describes the utterance. Zero padding stays zero (a constant frame warps to itself)."""
+    alpha = sample_alpha(key, batch["mel"].shape[0], max_warp)
+    return {**batch, "mel": warp_log_mel(batch["mel"], alpha, mel_config),
+            "prompt_mel": warp_log_mel(batch["prompt_mel"], alpha, mel_config)}
 
 
 def _full_terms(config: ExperimentConfig, res, batch, key, weights):
