@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from secoustic_jax.config.base import ConfigError
 from secoustic_jax.training.adversary import (adversary_loss, confusion_loss, grad_reverse,
-                                              pooled)
+                                              label_guard, pooled, speaker_confusion_loss)
 from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet, token_mask
 from secoustic_jax.training.objective import split_rngs, stage_objective
@@ -51,14 +51,16 @@ def test_weight_must_be_finite_and_non_negative():
             tiny_experiment({"loss.speaker_adversary_weight": bad})
 
 
-def _setup(weight, mode="reverse"):
+def _setup(weight, mode="reverse", classes=0):
     cfg, _ = resolve_config(tiny_experiment({"loss.speaker_adversary_weight": weight,
-                                             "loss.speaker_adversary_mode": mode}))
+                                             "loss.speaker_adversary_mode": mode,
+                                             "loss.speaker_adversary_classes": classes}))
     key = jax.random.PRNGKey(0)
     mel = jax.random.normal(key, (2, 32, 80)) - 5
     batch = {"mel": mel, "mel_mask": jnp.ones((2, 32)).at[1, 24:].set(0),
              "prompt_mel": mel[:, :16], "prompt_lengths": jnp.full((2,), 16),
-             "phones": jnp.ones((2, 4), jnp.int32), "phone_durations": jnp.full((2, 4), 8)}
+             "phones": jnp.ones((2, 4), jnp.int32), "phone_durations": jnp.full((2, 4), 8),
+             "speaker": jnp.array([0, 2], jnp.int32)}
     net = TrainNet(cfg, standin_factory)
     variables = nn.unbox(net.init({"params": key, "sample": key, "dropout": key}, batch))
     return cfg, net, variables, batch
@@ -187,3 +189,66 @@ def test_confusion_gradients_never_mix():
     np.testing.assert_allclose(metrics["loss/speaker_adversary"],
                                metrics["speaker_adversary/head"] + metrics["speaker_adversary/confusion"],
                                rtol=1e-6)
+
+
+def test_speaker_mode_config_needs_its_class_count():
+    with pytest.raises(ConfigError, match="speaker_adversary_classes"):
+        tiny_experiment({"loss.speaker_adversary_mode": "speaker"})
+    with pytest.raises(ConfigError, match="speaker_adversary_classes"):
+        tiny_experiment({"loss.speaker_adversary_classes": 4})
+    with pytest.raises(ConfigError, match="speaker_adversary_classes"):
+        tiny_experiment({"loss.speaker_adversary_mode": "speaker",
+                         "loss.speaker_adversary_classes": 1})
+
+
+def test_speaker_confusion_loss_parts():
+    labels = jnp.array([0, 1, 2, 1])
+    sure = 50.0 * jax.nn.one_hot(labels, 3)  # names every speaker
+    flat = jnp.zeros((4, 3))  # names none
+    total, parts = speaker_confusion_loss(sure, flat, labels)
+    np.testing.assert_allclose(parts["head"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(parts["confusion"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(parts["head_accuracy"], 1.0)
+    _, parts = speaker_confusion_loss(flat, sure, labels)
+    np.testing.assert_allclose(parts["head"], 1.0, rtol=1e-6)  # chance = ln K / ln K
+    assert float(parts["confusion"]) > 10  # a sure prediction is far from uniform
+    total, parts = speaker_confusion_loss(sure, flat, None)  # validation: no labels
+    np.testing.assert_allclose(total, 0.0, atol=1e-6)
+    assert float(parts["head"]) == 0.0
+
+
+def test_speaker_mode_gradients_never_mix():
+    """The head learns only from its cross-entropy on the labels; the semantic branch only
+    from the confusion term; G gets nothing."""
+    cfg, net, variables, batch = _setup(0.5, "speaker", classes=3)
+    assert variables["params"]["adversary"]["head"]["kernel"].shape[-1] == 3
+    rngs = split_rngs(jax.random.PRNGKey(3))
+
+    def part(params, name):
+        res, _ = net.apply({**variables, "params": params}, batch, train=True,
+                           method=TrainNet.full, rngs=rngs, mutable=["batch_stats"])
+        return speaker_confusion_loss(*res["adversary"])[1][name]
+
+    grads = {n: traverse_util.flatten_dict(jax.grad(part)(variables["params"], n), sep="/")
+             for n in ("head", "confusion")}
+    moved = {n: {k for k, v in g.items() if np.any(np.asarray(v))} for n, g in grads.items()}
+    assert moved["head"] and all(k.startswith("adversary/") for k in moved["head"])
+    assert moved["confusion"] and all(k.startswith("codec/") for k in moved["confusion"])
+    assert not any("paralinguistic" in k for k in moved["confusion"])
+    tot, (metrics, _) = stage_objective(net, variables, batch, rngs, stage_index=1, kl_w=0.0)
+    assert np.isfinite(float(tot)) and "speaker_adversary/head_accuracy" in metrics
+    _, (metrics, _) = stage_objective(net, variables, batch, rngs, stage_index=1, kl_w=0.0,
+                                      train=False)
+    assert float(metrics["speaker_adversary/head"]) == 0.0  # validation has no labels
+
+
+def test_label_guard_names_an_out_of_range_speaker():
+    cfg, _ = resolve_config(tiny_experiment({"loss.speaker_adversary_weight": 0.1,
+                                             "loss.speaker_adversary_mode": "speaker",
+                                             "loss.speaker_adversary_classes": 3}))
+    put = label_guard(lambda b: b, cfg.loss)
+    assert put({"speaker": np.array([0, 2])})["speaker"].tolist() == [0, 2]
+    with pytest.raises(ValueError, match="speaker index 3 is outside"):
+        put({"speaker": np.array([1, 3])})
+    off = lambda b: b
+    assert label_guard(off, tiny_experiment().loss) is off

@@ -18,7 +18,7 @@ from secoustic_jax.config.model import CodecConfig
 
 STAGE_NAMES = ("acoustic", "semantic", "finetune")
 CONTRASTIVE_INPUTS = ("ste", "mu", "pre_vae")
-ADVERSARY_MODES = ("reverse", "confusion")
+ADVERSARY_MODES = ("reverse", "confusion", "speaker")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ class LossConfig:
     # How the branch fights the head: "reverse" (gradient reversal of the head's MSE) or
     # "confusion" (the branch pulls the head's prediction to the batch-mean G; bounded).
     speaker_adversary_mode: str = "reverse"
+    # "speaker" mode: the head is a linear classifier over this many training speakers (the
+    # batch's "speaker" index, the train manifest's sorted speaker list); the branch pulls
+    # its prediction to uniform. Must be >= the number of training speakers.
+    speaker_adversary_classes: int = 0
 
     def validate(self) -> None:
         if self.kl_hinge not in ("per_item", "batch_mean"):
@@ -86,6 +90,13 @@ class LossConfig:
         if self.speaker_adversary_mode not in ADVERSARY_MODES:
             raise ConfigError(f"loss.speaker_adversary_mode must be one of {ADVERSARY_MODES}, "
                               f"got {self.speaker_adversary_mode!r}")
+        if (self.speaker_adversary_mode == "speaker") != (self.speaker_adversary_classes > 0):
+            raise ConfigError("loss.speaker_adversary_classes (>= 2 training speakers) goes with "
+                              "speaker_adversary_mode='speaker', and only with it; got "
+                              f"{self.speaker_adversary_classes} with "
+                              f"{self.speaker_adversary_mode!r}")
+        if self.speaker_adversary_mode == "speaker" and self.speaker_adversary_classes < 2:
+            raise ConfigError("loss.speaker_adversary_classes must be >= 2")
         if self.max_contrastive_frames < 2 or self.logit_scale_max <= 0:
             raise ConfigError("loss: max_contrastive_frames >= 2 and logit_scale_max > 0 required")
 

@@ -16,6 +16,11 @@ Two ways to train the semantic branch against the head (`loss.speaker_adversary_
   stop-gradient S; the branch, through a stop-gradient copy of the head, moves the head's
   prediction toward the batch mean of G, i.e. makes pooled S read as "no voice in
   particular". Bounded below by 0; met when the head cannot read G from pooled S.
+- "speaker": the confusion form with speaker labels instead of G: the head is a linear
+  classifier of the training speaker (cross-entropy on stop-gradient S), and the branch
+  pulls its prediction to the uniform distribution. It reads pooled S the way the
+  disentanglement probe does (eval/disentangle.py), so every direction in which the
+  probe would find the voice is one the head learns and the branch is pushed out of.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from secoustic_jax.layers.common import EMBED, MLP, NORM, torch_dense
 
@@ -52,19 +58,22 @@ def pooled(s, tmask):
 
 
 class SpeakerAdversary(nn.Module):
-    """Linear head: pooled S [B, d] -> (head_pred, branch_pred), each [B, d_g] or None.
+    """Linear head: pooled S [B, d] -> (head_pred, branch_pred), each [B, out] or None;
+    out = d_g, or `classes` (logits) in "speaker" mode.
 
-    "reverse": (head(reverse(S)), None). "confusion": (head(stop_gradient(S)), the same
-    affine map with stop-gradient parameters applied to S): the first trains the head only,
-    the second the semantic branch only."""
+    "reverse": (head(reverse(S)), None). "confusion" / "speaker": (head(stop_gradient(S)),
+    the same affine map with stop-gradient parameters applied to S): the first trains the
+    head only, the second the semantic branch only."""
 
     g_dim: int
     mode: str = "reverse"
+    classes: int = 0
 
     @nn.compact
     def __call__(self, s_pooled):
         s = s_pooled.astype(jnp.float32)
-        head = torch_dense(self.g_dim, s.shape[-1], (EMBED, MLP), "head", bias_axis=NORM)
+        out = self.classes if self.mode == "speaker" else self.g_dim
+        head = torch_dense(out, s.shape[-1], (EMBED, MLP), "head", bias_axis=NORM)
         if self.mode == "reverse":
             return head(grad_reverse(s)), None
         pred = head(jax.lax.stop_gradient(s))
@@ -101,8 +110,57 @@ def confusion_loss(head_pred, branch_pred, g, eps: float = 1e-8):
     return head + confusion, {"head": head, "confusion": confusion}
 
 
-def adversary_term(head_pred, branch_pred, g):
-    """The L_adv term of either mode (branch_pred None = "reverse") -> (scalar, metrics)."""
-    if branch_pred is None:
-        return adversary_loss(head_pred, g), {}
-    return confusion_loss(head_pred, branch_pred, g)
+def speaker_confusion_loss(head_logits, branch_logits, labels):
+    """"speaker" mode: logits [B, K], labels [B] int (None in validation, whose speaker
+    indices are the split's own) -> (scalar, {"head", "confusion", "head_accuracy"}).
+
+    head: cross-entropy of the head against the labels over ln K (1 = chance, 0 = every
+    speaker named); confusion: cross-entropy of the branch logits against the uniform
+    distribution, minus its minimum ln K, over ln K: 0 when, through the current head,
+    pooled S names no speaker. Without labels the head part is reported as 0."""
+    k = head_logits.shape[-1]
+    log_k = jnp.log(jnp.float32(k))
+    logp_branch = jax.nn.log_softmax(branch_logits.astype(jnp.float32), axis=-1)
+    confusion = (jnp.mean(-jnp.mean(logp_branch, axis=-1)) - log_k) / log_k
+    if labels is None:
+        zero = jnp.zeros((), jnp.float32)
+        return confusion, {"head": zero, "confusion": confusion, "head_accuracy": zero}
+    logp_head = jax.nn.log_softmax(head_logits.astype(jnp.float32), axis=-1)
+    labels = jnp.asarray(labels, jnp.int32)
+    head = -jnp.mean(jnp.take_along_axis(logp_head, labels[:, None], axis=-1)) / log_k
+    acc = jnp.mean((jnp.argmax(head_logits, axis=-1) == labels).astype(jnp.float32))
+    return head + confusion, {"head": head, "confusion": confusion, "head_accuracy": acc}
+
+
+def adversary_term(head_pred, branch_pred, target, mode: str):
+    """The L_adv term of `mode` -> (scalar, metrics). target: G [B, d_g] ("reverse",
+    "confusion") or speaker labels [B] / None ("speaker")."""
+    if mode == "reverse":
+        return adversary_loss(head_pred, target), {}
+    if mode == "confusion":
+        return confusion_loss(head_pred, branch_pred, target)
+    return speaker_confusion_loss(head_pred, branch_pred, target)
+
+
+def check_speaker_labels(labels, classes: int) -> None:
+    """Host-side guard of "speaker" mode: labels [B] ints in [0, classes), or ValueError
+    naming a bad one (take_along_axis would silently clip it to a wrong speaker)."""
+    labels = np.asarray(labels)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= classes:
+        raise ValueError(f"speaker adversary: batch speaker index {hi if hi >= classes else lo} "
+                         f"is outside [0, {classes}); set loss.speaker_adversary_classes to at "
+                         "least the number of training speakers")
+
+
+def label_guard(put, loss_config):
+    """`put` (host batch -> device batch) with the "speaker"-mode label check in front;
+    `put` itself when that mode is off."""
+    if loss_config.speaker_adversary_weight <= 0 or loss_config.speaker_adversary_mode != "speaker":
+        return put
+
+    def checked(batch):
+        check_speaker_labels(batch["speaker"], loss_config.speaker_adversary_classes)
+        return put(batch)
+
+    return checked

@@ -20,6 +20,7 @@ import jax
 
 from secoustic_jax.config.train import ExperimentConfig
 from secoustic_jax.training import sharding as shd
+from secoustic_jax.training.adversary import label_guard
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import CodecFactory, TrainNet
@@ -50,8 +51,9 @@ def measure_step_costs(config: ExperimentConfig, steps: int = 12,
         s = jax.tree.map(lambda x: x.copy(), stats)
         state = start_state(rt, p, s, step=0, key=jax.random.PRNGKey(0))
         src = make_source(config, idx, split="train", process_index=0, process_count=1)
-        feed = DevicePrefetch(src, functools.partial(shd.global_batch, mesh, mel=config.codec.mel),
-                              config.execution.device_prefetch)
+        put = label_guard(functools.partial(shd.global_batch, mesh, mel=config.codec.mel),
+                          config.loss)
+        feed = DevicePrefetch(src, put, config.execution.device_prefetch)
         try:
             t0 = time.perf_counter()
             state, m = rt.train_step(state, next(feed))

@@ -27,6 +27,7 @@ from secoustic_jax.data import device_mel
 from secoustic_jax.data.packed_format import load_index
 from secoustic_jax.data.phones import PhoneInventory
 from secoustic_jax.training import data_init, distributed, resume as resuming, sharding as shd
+from secoustic_jax.training.adversary import label_guard
 from secoustic_jax.training.checkpoint import Checkpointer, load_codec_variables, make_meta
 from secoustic_jax.training.data import make_source
 from secoustic_jax.training.logging import Logger, MetricWindow
@@ -268,8 +269,9 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
     t_window = time.perf_counter()
     # The source is closed by the caller; the feed only adds the device-side queue.
-    feed = DevicePrefetch(src, functools.partial(shd.global_batch, run.mesh, mel=run.config.codec.mel),
-                          config.execution.device_prefetch)
+    put = label_guard(functools.partial(shd.global_batch, run.mesh, mel=run.config.codec.mel),
+                      config.loss)
+    feed = DevicePrefetch(src, put, config.execution.device_prefetch)
     while stage_step < stage.steps:
         batch = next(feed)
         state, metrics = rt.train_step(state, batch)

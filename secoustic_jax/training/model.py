@@ -54,7 +54,8 @@ class TrainNet(nn.Module):
         self.aux = ContrastiveAux(cfg.phonemes, cfg.loss, cfg.codec.transformer.d_model)
         if cfg.loss.speaker_adversary_weight > 0:
             self.adversary = SpeakerAdversary(cfg.codec.paralinguistic.embed_dim,
-                                              cfg.loss.speaker_adversary_mode)
+                                              cfg.loss.speaker_adversary_mode,
+                                              cfg.loss.speaker_adversary_classes)
 
     def acoustic(self, mel):
         """Stage-1 path. mel [B, T, 80] -> (A [B, T', d], mel_hat [B, h*T', 80]).
@@ -71,8 +72,9 @@ class TrainNet(nn.Module):
         Returns dict: out (the codec's TrainOutputs), u, v (unit-norm contrastive
         embeddings [B, T', D]), valid [B, T'] frames covered by phones, pos [B, T'] phone
         position per token, scale exp(tau), mel_connector = D(A-hat) when with_mel, and
-        with the speaker adversary on, adversary = (head_pred, branch_pred or None, G)
-        [B, d] each (training/adversary.py).
+        with the speaker adversary on, adversary = (head_pred, branch_pred or None, target):
+        G [B, d], or in "speaker" mode the batch's speaker labels [B] in training and None
+        in validation (training/adversary.py).
         With `augment.semantic_warp` and train, the semantic branch reads a frequency-warped
         mel (one alpha per item, RNG stream "sample").
         """
@@ -92,7 +94,11 @@ class TrainNet(nn.Module):
             res["mel_connector"] = self.codec.decode_acoustic(out.connector_out)
         if self.config.loss.speaker_adversary_weight > 0:
             tmask = token_mask(batch["mel_mask"], self.config.codec.hop)
-            res["adversary"] = (*self.adversary(pooled(out.semantic_embed, tmask)), out.g_mu)
+            if self.config.loss.speaker_adversary_mode == "speaker":
+                target = batch.get("speaker") if train else None  # see speaker_confusion_loss
+            else:
+                target = out.g_mu
+            res["adversary"] = (*self.adversary(pooled(out.semantic_embed, tmask)), target)
         return res
 
     def __call__(self, batch, *, train: bool = False):

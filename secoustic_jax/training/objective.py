@@ -100,7 +100,8 @@ def _full_terms(config: ExperimentConfig, res, batch, key, weights):
         terms["mel_connector"], _ = losses.mel_loss(res["mel_connector"], batch["mel"],
                                                     batch["mel_mask"])
     if "speaker_adversary" in weights:
-        terms["speaker_adversary"], m = adversary_term(*res["adversary"])
+        terms["speaker_adversary"], m = adversary_term(*res["adversary"],
+                                                       mode=lc.speaker_adversary_mode)
         metrics.update({f"speaker_adversary/{k}": v for k, v in m.items()})
     metrics.update(_codebook_metrics(out, tmask, config.codec.codebook_size))
     return terms, metrics
