@@ -81,6 +81,13 @@ def _utterances(corpus: pathlib.Path, split: str, limit: int):
     return [(r["speaker"], utterance_mel(str(audio_path(r)))) for r in recs]
 
 
+def write_json(path, res: dict) -> None:
+    """A bench result: written to `path` (parents made) and printed."""
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(path).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+
+
 def score(workdir: pathlib.Path, utts, token_path: bool) -> dict:
     """Full-utterance MSEs of the acoustic and token paths (see the module docstring)."""
     from secoustic_jax.eval.checkpoints import load_codec

@@ -13,7 +13,6 @@ gives about the same error, the connector ignores G and the error is in the toke
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import platform
 import sys
@@ -21,7 +20,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from ab_recipe import _utterances  # noqa: E402  (bench/ is not a package)
+from ab_recipe import _utterances, write_json  # noqa: E402  (bench/ is not a package)
 
 
 def transfer_errors(codec, utts, reference) -> dict:
@@ -64,9 +63,7 @@ def main(argv=None) -> int:
            "reference": args.reference, "machine": platform.processor() or platform.machine(),
            "own": errs["own"], "best_other": best, "best_other_mse": errs[best],
            "by_speaker": {k: v for k, v in errs.items() if k != "own"}}
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    write_json(args.out, res)
     return 0
 
 

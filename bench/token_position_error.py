@@ -15,7 +15,6 @@ of the token-path stages").
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import platform
 import sys
@@ -23,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from ab_recipe import _utterances  # noqa: E402  (bench/ is not a package)
+from ab_recipe import _utterances, write_json  # noqa: E402  (bench/ is not a package)
 
 
 def position_errors(codec, utts, block: int, blocks: int) -> dict:
@@ -70,9 +69,7 @@ def main(argv=None) -> int:
     res = {"checkpoint": str(args.checkpoint), "split": args.split, "utterances": len(utts),
            "block": args.block, "machine": platform.processor() or platform.machine(),
            **position_errors(codec, utts, args.block, args.blocks)}
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    write_json(args.out, res)
     return 0
 
 
