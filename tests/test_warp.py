@@ -123,6 +123,19 @@ def test_voice_warp_moves_target_and_prompt_together():
     assert not np.allclose(out["mel"], mel, atol=1e-2)
     with pytest.raises(ConfigError, match="voice_warp"):
         tiny_experiment({"augment.voice_warp": -0.1})
+    with pytest.raises(ConfigError, match="voice_warp_fraction"):
+        tiny_experiment({"augment.voice_warp_fraction": 0.0})
+
+
+def test_voice_warp_fraction_leaves_the_rest_as_recorded():
+    from secoustic_jax.training.objective import voice_warped
+    mel = jax.random.normal(jax.random.PRNGKey(1), (64, 4, 80)) - 5
+    batch = {"mel": mel, "prompt_mel": mel[:, :2]}
+    out = voice_warped(batch, jax.random.PRNGKey(2), 0.2, CFG, fraction=0.5)
+    # alpha = 1 is the identity up to float32 bin positions (see test_alpha_one_is_identity)
+    same = np.all(np.abs(np.asarray(out["mel"] - mel)) < 2e-4, axis=(1, 2))
+    assert 16 <= same.sum() <= 48, same.sum()  # ~half of 64 items kept (binomial, p = 0.5)
+    np.testing.assert_array_equal(out["prompt_mel"], out["mel"][:, :2])
 
 
 def test_voice_warp_applies_in_training_only():

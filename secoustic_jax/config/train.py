@@ -117,17 +117,22 @@ class AugmentConfig:
     prompt alike, is warped by one per-utterance alpha drawn as above: every training voice
     becomes a continuum of voices (VTLP), so G and the connector see more than the corpus's
     handful of speakers and have to interpolate between them, as an unseen voice asks.
-    0 = off (the paper's recipe).
+    0 = off (the paper's recipe). voice_warp_fraction: the share of items warped (the rest
+    keep alpha = 1, the corpus's own voices).
     """
 
     semantic_warp: float = 0.0
     voice_warp: float = 0.0
+    voice_warp_fraction: float = 1.0
 
     def validate(self) -> None:
         for name in ("semantic_warp", "voice_warp"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"augment.{name} must be in [0, 1), got {value}")
+        if not 0.0 < self.voice_warp_fraction <= 1.0:
+            raise ConfigError("augment.voice_warp_fraction must be in (0, 1], got "
+                              f"{self.voice_warp_fraction}")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
     else:
         if train and config.augment.voice_warp > 0:
             batch = voice_warped(batch, jax.random.fold_in(rngs["sample"], 1),
-                                 config.augment.voice_warp, config.codec.mel)
+                                 config.augment.voice_warp, config.codec.mel,
+                                 config.augment.voice_warp_fraction)
         res, mutated = net.apply(variables, batch, train=train, with_mel="mel" in weights,
                                  method=TrainNet.full, rngs=rngs, mutable=["batch_stats"])
         new_stats = mutated.get("batch_stats", new_stats)
@@ -66,11 +67,16 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
     return total, (metrics, new_stats)
 
 
-def voice_warped(batch, key, max_warp: float, mel_config):
+def voice_warped(batch, key, max_warp: float, mel_config, fraction: float = 1.0):
     """The batch with its mel [B, T, 80] and prompt_mel [B, P, 80] warped by one alpha per
     item (`augment.voice_warp`): the same voice in the target and in the prompt, so G still
-    describes the utterance. Zero padding stays zero (a constant frame warps to itself)."""
-    alpha = sample_alpha(key, batch["mel"].shape[0], max_warp)
+    describes the utterance. Each item is warped with probability `fraction`, else alpha = 1.
+    Zero padding stays zero (a constant frame warps to itself)."""
+    k_alpha, k_pick = jax.random.split(key)
+    b = batch["mel"].shape[0]
+    alpha = sample_alpha(k_alpha, b, max_warp)
+    if fraction < 1.0:
+        alpha = jnp.where(jax.random.uniform(k_pick, (b,)) < fraction, alpha, 1.0)
     return {**batch, "mel": warp_log_mel(batch["mel"], alpha, mel_config),
             "prompt_mel": warp_log_mel(batch["prompt_mel"], alpha, mel_config)}
 
