@@ -95,7 +95,7 @@ class TrainNet(nn.Module):
         if self.config.loss.speaker_adversary_weight > 0:
             tmask = token_mask(batch["mel_mask"], self.config.codec.hop)
             if self.config.loss.speaker_adversary_mode == "speaker":
-                target = batch.get("speaker") if train else None  # see speaker_confusion_loss
+                target = batch["speaker"] if train else None  # see speaker_confusion_loss
             else:
                 target = out.g_mu
             res["adversary"] = (*self.adversary(pooled(out.semantic_embed, tmask)), target)
