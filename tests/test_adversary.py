@@ -252,3 +252,13 @@ def test_label_guard_names_an_out_of_range_speaker():
         put({"speaker": np.array([1, 3])})
     off = lambda b: b
     assert label_guard(off, tiny_experiment().loss) is off
+
+
+def test_adversary_stages_choose_where_the_term_is():
+    cfg = tiny_experiment({"loss.speaker_adversary_weight": 0.5,
+                           "loss.speaker_adversary_stages": ["finetune"]})
+    assert "speaker_adversary" not in loss_weights(cfg, 1, 0.0)
+    assert loss_weights(cfg, 2, 0.0)["speaker_adversary"] == 0.5
+    for bad in ([], ["acoustic"], ["finetune", "later"]):
+        with pytest.raises(ConfigError, match="speaker_adversary_stages"):
+            tiny_experiment({"loss.speaker_adversary_stages": bad})

@@ -158,3 +158,10 @@ def test_voice_warp_applies_in_training_only():
     assert loss(net_on, True, 1) != loss(net_off, True, 1)  # stage 2 trains on warped voices
     assert loss(net_on, False, 1) == loss(net_off, False, 1)  # validation never warps
     assert loss(net_on, True, 0) == loss(net_off, True, 0)  # stage 1 never warps
+    cfg_late, _ = resolve_config(tiny_experiment({"augment.voice_warp": 0.3,
+                                                  "augment.voice_warp_stages": ["finetune"]}))
+    net_late = TrainNet(cfg_late, standin_factory)
+    assert loss(net_late, True, 1) == loss(net_off, True, 1)  # not a warping stage
+    assert loss(net_late, True, 2) != loss(net_off, True, 2)
+    with pytest.raises(ConfigError, match="voice_warp_stages"):
+        tiny_experiment({"augment.voice_warp_stages": ["acoustic"]})

@@ -76,6 +76,8 @@ class LossConfig:
     # batch's "speaker" index, the train manifest's sorted speaker list); the branch pulls
     # its prediction to uniform. Must be >= the number of training speakers.
     speaker_adversary_classes: int = 0
+    # The token-path stages the adversary term is in (elsewhere its head sits idle).
+    speaker_adversary_stages: tuple[str, ...] = ("semantic", "finetune")
 
     def validate(self) -> None:
         if self.kl_hinge not in ("per_item", "batch_mean"):
@@ -97,8 +99,15 @@ class LossConfig:
                               f"{self.speaker_adversary_mode!r}")
         if self.speaker_adversary_mode == "speaker" and self.speaker_adversary_classes < 2:
             raise ConfigError("loss.speaker_adversary_classes must be >= 2")
+        _check_token_stages("loss.speaker_adversary_stages", self.speaker_adversary_stages)
         if self.max_contrastive_frames < 2 or self.logit_scale_max <= 0:
             raise ConfigError("loss: max_contrastive_frames >= 2 and logit_scale_max > 0 required")
+
+
+def _check_token_stages(name: str, stages) -> None:
+    """A non-empty subset of the token-path stages ("semantic", "finetune"), or ConfigError."""
+    if not stages or any(s not in STAGE_NAMES[1:] for s in stages):
+        raise ConfigError(f"{name} must be a non-empty subset of {STAGE_NAMES[1:]}, got {stages}")
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,13 @@ class AugmentConfig:
     becomes a continuum of voices (VTLP), so G and the connector see more than the corpus's
     handful of speakers and have to interpolate between them, as an unseen voice asks.
     0 = off (the paper's recipe). voice_warp_fraction: the share of items warped (the rest
-    keep alpha = 1, the corpus's own voices).
+    keep alpha = 1, the corpus's own voices); voice_warp_stages: the stages that warp.
     """
 
     semantic_warp: float = 0.0
     voice_warp: float = 0.0
     voice_warp_fraction: float = 1.0
+    voice_warp_stages: tuple[str, ...] = ("semantic", "finetune")
 
     def validate(self) -> None:
         for name in ("semantic_warp", "voice_warp"):
@@ -133,6 +143,7 @@ class AugmentConfig:
         if not 0.0 < self.voice_warp_fraction <= 1.0:
             raise ConfigError("augment.voice_warp_fraction must be in (0, 1], got "
                               f"{self.voice_warp_fraction}")
+        _check_token_stages("augment.voice_warp_stages", self.voice_warp_stages)
 
 
 @dataclass(frozen=True)

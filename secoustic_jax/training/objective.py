@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from secoustic_jax import losses
 from secoustic_jax.audio.warp import sample_alpha, warp_log_mel
-from secoustic_jax.config.train import ExperimentConfig
+from secoustic_jax.config.train import STAGE_NAMES, ExperimentConfig
 from secoustic_jax.training.adversary import adversary_term
 from secoustic_jax.training.model import TrainNet, token_mask
 from secoustic_jax.training.stages import loss_weights, stage_spec
@@ -48,7 +48,8 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
         _, mel_hat = net.apply(variables, mel, method=TrainNet.acoustic)
         terms["mel"], m = losses.mel_loss(mel_hat, mel, mel_mask)
     else:
-        if train and config.augment.voice_warp > 0:
+        aug = config.augment
+        if train and aug.voice_warp > 0 and STAGE_NAMES[stage_index] in aug.voice_warp_stages:
             batch = voice_warped(batch, jax.random.fold_in(rngs["sample"], 1),
                                  config.augment.voice_warp, config.codec.mel,
                                  config.augment.voice_warp_fraction)
