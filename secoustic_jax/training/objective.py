@@ -51,8 +51,7 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
         aug = config.augment
         if train and aug.voice_warp > 0 and STAGE_NAMES[stage_index] in aug.voice_warp_stages:
             batch = voice_warped(batch, jax.random.fold_in(rngs["sample"], 1),
-                                 config.augment.voice_warp, config.codec.mel,
-                                 config.augment.voice_warp_fraction)
+                                 aug.voice_warp, config.codec.mel, aug.voice_warp_fraction)
         res, mutated = net.apply(variables, batch, train=train, with_mel="mel" in weights,
                                  method=TrainNet.full, rngs=rngs, mutable=["batch_stats"])
         new_stats = mutated.get("batch_stats", new_stats)
