@@ -18,6 +18,10 @@ tiny demo's at 2.5x the steps: the full-utterance token error grew past frame 12
 now runs on 3 x 344-frame crops, as in configs/tiny.py; the rerun (docs/reproduction.md,
 105 min of training) moved E2 token WB-PESQ 1.29 -> 1.53, WER 0.365 -> 0.290, and the
 held-out voice's WER 0.735 -> 0.355.
+A stage-3 voice warp plus a linear speaker-classifier adversary on pooled S (both in
+configs/small.py at ecdbe79) was run as a full reproduction on 2026-12-06 evening: pooled S
+0.869 -> 0.612 (G 0.900) but E2 token WB-PESQ 1.531 -> 1.400 and WER 0.290 -> 0.318, the
+held-out voice no better (docs/reproduction.md, "Reproduction-scale A/B"); not adopted.
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.
@@ -27,9 +31,8 @@ import dataclasses
 
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.config.model import codec_preset
-from secoustic_jax.config.train import (AugmentConfig, CheckpointConfig, DataSourceConfig,
-                                        ExperimentConfig, InitConfig, LogConfig, LossConfig,
-                                        OptimConfig,
+from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, ExperimentConfig,
+                                        InitConfig, LogConfig, LossConfig, OptimConfig,
                                         PhonemeEncoderConfig, StageConfig, StagesConfig)
 
 S1, S2, S3 = 6000, 3000, 3000
@@ -45,18 +48,7 @@ def get_config() -> ExperimentConfig:
                                       conv_layers=2, dropout=0.1),
         loss=LossConfig(contrastive_weight=0.03, contrastive_dim=64,  # as tiny
                         kl_ramp_start=int(0.375 * S2),
-                        kl_ramp_end=int(0.625 * S2), max_contrastive_frames=2048,
-                        # Stage 3 only: a linear speaker classifier on pooled S (12 training
-                        # voices), the branch pulled to its uniform prediction (docs/training.md,
-                        # "Voice warp and a speaker-classifier adversary ...": pooled S
-                        # 0.881 -> 0.748 with the warp in 800 steps; from stage 2 it fails).
-                        speaker_adversary_weight=1.0, speaker_adversary_mode="speaker",
-                        speaker_adversary_classes=12, speaker_adversary_stages=("finetune",)),
-        # Stage 3 only: half the items warped by one per-utterance alpha in [0.9, 1.1], mel
-        # and prompt alike: a continuum of voices for G (held-out voice 0.598 -> 0.412 in the
-        # same fine-tune A/B, seen voices +2 %).
-        augment=AugmentConfig(voice_warp=0.1, voice_warp_fraction=0.5,
-                              voice_warp_stages=("finetune",)),
+                        kl_ramp_end=int(0.625 * S2), max_contrastive_frames=2048),
         stages=StagesConfig(acoustic=StageConfig("acoustic", True, S1, 1.0, 8, 128),
                             semantic=StageConfig("semantic", True, S2, 1.0, 8, 128),
                             # Stage 3 on at 0.3x, as in configs/tiny.py (token-path mel MSE
@@ -64,9 +56,7 @@ def get_config() -> ExperimentConfig:
                             # 3 x 344-frame crops beyond the attention window, as tiny.
                             finetune=StageConfig("finetune", True, S3, 0.3, 3, 344)),
         optim=OptimConfig(lr=2e-3, end_lr=1e-4, warmup_steps=200, clip_norm=0.0,  # as tiny
-                          # The adversary's linear head learns at 10x: fed 3 utterances a
-                          # step at the base rate it stays near chance and changes nothing.
-                          lr_scale=(("codec/encoder/layer_0", 0.05), ("adversary", 10.0))),
+                          lr_scale=(("codec/encoder/layer_0", 0.05),)),
         init=InitConfig(seanet_pca=True, logvar_bias=-6.0),  # as tiny
         checkpoint=CheckpointConfig(every_steps=500, keep=3),
         log=LogConfig(every_steps=50, eval_every_steps=0, eval_batches=4, audio_examples=2),
