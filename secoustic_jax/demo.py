@@ -41,8 +41,8 @@ from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
 from secoustic_jax.data.corpus import build_corpus, plan as corpus_plan
 from secoustic_jax.data.features import fill_cache
 from secoustic_jax.data.manifest import audio_path, load_manifest, public, write_manifest
-from secoustic_jax.demo_plan import (STAGES, Plan, contention_factor, data_overrides, make_plan,
-                                     plan_eval, plan_train, slowdown)
+from secoustic_jax.demo_plan import (STAGES, SUSTAINED_STEP, Plan, contention_factor,
+                                     data_overrides, make_plan, plan_eval, plan_train, slowdown)
 from secoustic_jax.eval import disentangle
 from secoustic_jax.eval.checkpoints import load_codec
 from secoustic_jax.eval.evaluate import EvalOptions, evaluate
@@ -200,7 +200,7 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     costs = measure_step_costs(probe, steps=12)
     step_costs = tuple(costs["step_s"][n] for n in STAGES)
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
-    plan.train_steps = plan_train(left, step_costs, plan.factor)
+    plan.train_steps = plan_train(left, step_costs, plan.factor, sustained=ctx["sustained"])
     plan.step_costs = step_costs
     workdir.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps({"steps": plan.train_steps, "step_costs": step_costs,
@@ -364,7 +364,13 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(ROOT / "configs" / "tiny.py"),
                     help="experiment config to train (its stages' steps are sized to the budget)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny corpus, few steps, tiny eval")
+    ap.add_argument("--sustained-step", type=float, default=SUSTAINED_STEP,
+                    help="sustained / calibrated step time assumed when sizing the steps "
+                         f"(default {SUSTAINED_STEP}, measured on the demo; docs/demo.md)")
     args = ap.parse_args(argv)
+    if args.sustained_step < 1:
+        ap.error(f"--sustained-step must be >= 1 (sustained steps are not faster than "
+                 f"calibrated ones), got {args.sustained_step}")
     out = pathlib.Path(args.out)
     work = out / "work"
     if args.fresh and work.exists():
@@ -373,7 +379,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     corpus = pathlib.Path(args.corpus) if not args.quick else work / "corpus_tiny"
     ctx = {"t0": time.time(), "budget_s": 60.0 * args.budget_min, "out": out, "work": work,
-           "corpus": corpus, "config": pathlib.Path(args.config), "fresh": args.fresh, "quick": args.quick, "eval": None}
+           "corpus": corpus, "config": pathlib.Path(args.config), "fresh": args.fresh, "quick": args.quick, "eval": None,
+           "sustained": args.sustained_step}
     return run(ctx)
 
 

@@ -181,22 +181,26 @@ def make_plan(budget_s: float, factor: float, quick: bool = False) -> Plan:
 
 
 def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float,
-               shares: tuple[float, ...] = STAGE_TIME_SHARES) -> tuple[int, ...]:
+               shares: tuple[float, ...] = STAGE_TIME_SHARES,
+               sustained: float = SUSTAINED_STEP) -> tuple[int, ...]:
     """Steps per stage that fill `seconds_left` (the budget still unspent at the start of
     training) minus the compile, validation and evaluation reserves.
 
     step_costs are *measured* wall seconds per step on this machine right now, one per
     stage, so they are not multiplied by the contention factor (only by SUSTAINED_STEP,
-    the measured gap between calibration and sustained steps); the fixed reserves
-    (estimates) are. Stage i gets shares[i] of the time; no cap: a faster machine trains
-    longer.
+    the measured gap between calibration and sustained steps, or `sustained` for runs that
+    measured their own); the fixed reserves (estimates) are. Stage i gets shares[i] of the
+    time; no cap: a faster machine trains longer.
     """
     if len(shares) != len(step_costs) or min(shares) <= 0 or abs(sum(shares) - 1) > 1e-9:
         raise ValueError(f"plan_train: shares must be {len(step_costs)} positive numbers "
                          f"summing to 1, got {shares}")
     if min(step_costs) <= 0:
         raise ValueError(f"plan_train: step costs must be positive, got {step_costs}")
+    if sustained < 1:
+        raise ValueError(f"plan_train: sustained steps cannot be faster than calibrated ones, "
+                         f"got sustained={sustained}")
     fixed = factor * (COST["train_compile"] + COST["train_validation"] + COST["stats"])
     train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
-    return tuple(max(MIN_STEPS, int(f * train_s / (c * SUSTAINED_STEP)) // 10 * 10)
+    return tuple(max(MIN_STEPS, int(f * train_s / (c * sustained)) // 10 * 10)
                  for f, c in zip(shares, step_costs))

@@ -35,6 +35,10 @@ def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
     # Measured costs are used as they are: a step twice as dear gives half the steps.
     h1 = plan_train(left, (2 * costs[0], *costs[1:]), factor)[0]
     assert abs(h1 - steps[0] / 2) <= 10
+    # A run that measured its own sustained/calibrated gap (make reproduce: 1.2) sizes
+    # each stage by it: steps scale by SUSTAINED_STEP / sustained (10-step rounding).
+    slow = plan_train(left, costs, factor, sustained=1.2)
+    assert all(abs(s - n * SUSTAINED_STEP / 1.2) <= 10 for s, n in zip(slow, steps))
 
 
 def test_plan_degrades_to_minimum_when_no_time_is_left():
@@ -50,6 +54,8 @@ def test_plan_degrades_to_minimum_when_no_time_is_left():
         plan_train(3600, (0.1, 0.2, 0.3), 1.0, shares=(0.5, 0.5))
     with pytest.raises(ValueError, match="positive"):
         plan_train(3600, (0.0, 0.2, 0.3), 1.0)
+    with pytest.raises(ValueError, match="sustained"):
+        plan_train(3600, (0.1, 0.2, 0.3), 1.0, sustained=0.9)
 
 
 def test_train_overrides_make_a_valid_config(tmp_path):
