@@ -58,6 +58,16 @@ def test_plan_degrades_to_minimum_when_no_time_is_left():
         plan_train(3600, (0.1, 0.2, 0.3), 1.0, sustained=0.9)
 
 
+def test_demo_refuses_a_sustained_step_below_one_before_doing_anything(tmp_path, capsys):
+    from secoustic_jax import demo
+
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--out", str(tmp_path / "demo"), "--sustained-step", "0.9"])
+    assert exit_info.value.code == 2
+    assert "--sustained-step must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before any folder was made
+
+
 def test_train_overrides_make_a_valid_config(tmp_path):
     from secoustic_jax.config.train import load_experiment
     from secoustic_jax.demo_plan import make_plan, plan_train
