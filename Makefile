@@ -58,7 +58,7 @@ demo: install
 
 # The reproduction run of docs/reproduction.md: configs/small.py, steps sized to the budget.
 reproduce: install
-	$(PY) -m secoustic_jax.demo --config configs/small.py --budget-min 125 --sustained-step 1.2 --out reports/small
+	$(PY) -m secoustic_jax.demo --config configs/small.py --budget-min 125 --sustained-step 1.1 --out reports/small
 
 bench: install
 	$(PY) bench/run_all.py --out bench/results.json

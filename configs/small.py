@@ -22,9 +22,11 @@ A stage-3 voice warp plus a linear speaker-classifier adversary on pooled S (bot
 configs/small.py at ecdbe79) was run as a full reproduction on 2026-12-06 evening: pooled S
 0.869 -> 0.612 (G 0.900) but E2 token WB-PESQ 1.531 -> 1.400 and WER 0.290 -> 0.318, the
 held-out voice no better (docs/reproduction.md, "Reproduction-scale A/B"); not adopted.
-Candidate under test (2026-12-06 night): 6 transformer layers instead of 4 (tiny A/B at
-equal steps: token mel 0.435 -> 0.425), since 800 more stage-3 steps of the 591fd77 run
-left its seen voices where they were (0.253 -> 0.250): capacity, not steps.
+6 transformer layers instead of 4 (tiny A/B at equal steps: token mel 0.435 -> 0.425) were
+run as a full reproduction the same night (2790 + 6270 + 3060 steps at 1.6-1.8x the step
+cost): final valid token-path mel 0.2717 against 0.2722, E2 token WER 0.290 -> 0.228 but
+WB-PESQ 1.531 -> 1.489, and the connector stopped using G (G probe 0.934 -> 0.704, VC
+success 0.90 -> 0.35); not adopted (docs/reproduction.md).
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.
@@ -42,7 +44,7 @@ S1, S2, S3 = 6000, 3000, 3000
 
 
 def get_config() -> ExperimentConfig:
-    codec = codec_preset("tiny", {"seanet.n_filters": 64, "transformer.num_layers": 6})
+    codec = codec_preset("tiny", {"seanet.n_filters": 64, "transformer.num_layers": 4})  # as tiny
     codec = dataclasses.replace(codec, variant="small")
     return ExperimentConfig(
         name="small",
