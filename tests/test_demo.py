@@ -35,7 +35,7 @@ def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
     # Measured costs are used as they are: a step twice as dear gives half the steps.
     h1 = plan_train(left, (2 * costs[0], *costs[1:]), factor)[0]
     assert abs(h1 - steps[0] / 2) <= 10
-    # A run that measured its own sustained/calibrated gap (make reproduce: 1.2) sizes
+    # A run that assumes another sustained/calibrated gap (make reproduce passes its own) sizes
     # each stage by it: steps scale by SUSTAINED_STEP / sustained (10-step rounding).
     slow = plan_train(left, costs, factor, sustained=1.2)
     assert all(abs(s - n * SUSTAINED_STEP / 1.2) <= 10 for s, n in zip(slow, steps))
