@@ -369,8 +369,8 @@ def main(argv=None) -> int:
                          f"(default {SUSTAINED_STEP}, measured on the demo; docs/demo.md)")
     args = ap.parse_args(argv)
     if args.sustained_step < 1:
-        ap.error(f"--sustained-step must be >= 1 (sustained steps are not faster than "
-                 f"calibrated ones), got {args.sustained_step}")
+        ap.error(f"--sustained-step must be >= 1 (never plan more steps than the calibration "
+                 f"says fit), got {args.sustained_step}")
     out = pathlib.Path(args.out)
     work = out / "work"
     if args.fresh and work.exists():
@@ -379,8 +379,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     corpus = pathlib.Path(args.corpus) if not args.quick else work / "corpus_tiny"
     ctx = {"t0": time.time(), "budget_s": 60.0 * args.budget_min, "out": out, "work": work,
-           "corpus": corpus, "config": pathlib.Path(args.config), "fresh": args.fresh, "quick": args.quick, "eval": None,
-           "sustained": args.sustained_step}
+           "corpus": corpus, "config": pathlib.Path(args.config), "fresh": args.fresh, "quick": args.quick,
+           "eval": None, "sustained": args.sustained_step}
     return run(ctx)
 
 

@@ -189,7 +189,7 @@ def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float
     step_costs are *measured* wall seconds per step on this machine right now, one per
     stage, so they are not multiplied by the contention factor (only by SUSTAINED_STEP,
     the measured gap between calibration and sustained steps, or `sustained` for runs that
-    measured their own); the fixed reserves (estimates) are. Stage i gets shares[i] of the
+    assume their own); the fixed reserves (estimates) are. Stage i gets shares[i] of the
     time; no cap: a faster machine trains longer.
     """
     if len(shares) != len(step_costs) or min(shares) <= 0 or abs(sum(shares) - 1) > 1e-9:
@@ -198,8 +198,10 @@ def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float
     if min(step_costs) <= 0:
         raise ValueError(f"plan_train: step costs must be positive, got {step_costs}")
     if sustained < 1:
-        raise ValueError(f"plan_train: sustained steps cannot be faster than calibrated ones, "
-                         f"got sustained={sustained}")
+        # Stages have also run faster than their calibration (docs/demo.md), but planning
+        # more steps than the calibration says fit would risk the evaluation's share.
+        raise ValueError(f"plan_train: sustained must be >= 1 (never plan more steps than the "
+                         f"calibration says fit), got sustained={sustained}")
     fixed = factor * (COST["train_compile"] + COST["train_validation"] + COST["stats"])
     train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
     return tuple(max(MIN_STEPS, int(f * train_s / (c * sustained)) // 10 * 10)
