@@ -36,9 +36,10 @@ import dataclasses
 
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.config.model import codec_preset
-from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, ExperimentConfig,
-                                        InitConfig, LogConfig, LossConfig, OptimConfig,
-                                        PhonemeEncoderConfig, StageConfig, StagesConfig)
+from secoustic_jax.config.train import (AugmentConfig, CheckpointConfig, DataSourceConfig,
+                                        ExperimentConfig, InitConfig, LogConfig, LossConfig,
+                                        OptimConfig, PhonemeEncoderConfig, StageConfig,
+                                        StagesConfig)
 
 S1, S2, S3 = 6000, 3000, 3000
 
@@ -54,6 +55,11 @@ def get_config() -> ExperimentConfig:
         loss=LossConfig(contrastive_weight=0.03, contrastive_dim=64,  # as tiny
                         kl_ramp_start=int(0.375 * S2),
                         kl_ramp_end=int(0.625 * S2), max_contrastive_frames=2048),
+        # Stage 3 only: half the items warped by one per-utterance alpha in [1/1.1, 1.1], mel
+        # and prompt alike: a continuum of voices for G (held-out voice 0.598 -> 0.412 in the
+        # warm-started `small` fine-tune A/B, seen voices +2 %; docs/training.md).
+        augment=AugmentConfig(voice_warp=0.1, voice_warp_fraction=0.5,
+                              voice_warp_stages=("finetune",)),
         stages=StagesConfig(acoustic=StageConfig("acoustic", True, S1, 1.0, 8, 128),
                             semantic=StageConfig("semantic", True, S2, 1.0, 8, 128),
                             # Stage 3 on at 0.3x, as in configs/tiny.py (token-path mel MSE
