@@ -31,26 +31,21 @@ import threading
 import time
 import traceback
 
-import jax
-
 from secoustic_jax import demo_report
 from secoustic_jax.config.base import to_dict
 from secoustic_jax.config.data import CorpusConfig
-from secoustic_jax.config.train import load_experiment
 from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
 from secoustic_jax.data.corpus import build_corpus, plan as corpus_plan
-from secoustic_jax.data.features import fill_cache
-from secoustic_jax.data.manifest import audio_path, load_manifest, public, write_manifest
-from secoustic_jax.demo_plan import (STAGES, SUSTAINED_STEP, Plan, contention_factor,
-                                     data_overrides, make_plan, plan_eval, plan_train, slowdown)
+from secoustic_jax.data.manifest import load_manifest, public, write_manifest
+from secoustic_jax.demo_plan import (SUSTAINED_STEP, DemoError, Plan, contention_factor,
+                                     make_plan, plan_eval, slowdown)
+from secoustic_jax.demo_train import phase_train
 from secoustic_jax.eval import disentangle
 from secoustic_jax.eval.checkpoints import load_codec
 from secoustic_jax.eval.evaluate import EvalOptions, evaluate
 from secoustic_jax.eval.report import git_commit
 from secoustic_jax.eval.testset import from_manifest
-from secoustic_jax.training.calibrate import measure_step_costs
 from secoustic_jax.training.logging import read_history
-from secoustic_jax.training.loop import train
 from secoustic_jax.vocoder import load_vocoder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -59,10 +54,6 @@ PHASES = ("setup", "corpus", "asterisk", "train", "evaluate", "report")
 # which the importer does not treat as stage notes, so they are excluded here by name).
 NON_SPEECH = {f"silence/{i}" for i in range(1, 11)} | {
     "beep", "beeperr", "ascending-2tone", "descending-2tone", "tt-monkeys"}
-
-
-class DemoError(RuntimeError):
-    """A phase failed; the message names it and the reason."""
 
 
 def banner(text: str, t0: float, budget_s: float) -> None:
@@ -154,88 +145,6 @@ def phase_asterisk(ctx: dict) -> dict:
     ctx["e1_pool"] = [public(r) for r in e1s]
     write_manifest(work / "e1_1s.jsonl", ctx["e1_pool"])
     return {"prompts": len(speech), "e1_1s": len(e1s), "manifest": str(manifest)}
-
-
-def phase_train(ctx: dict) -> dict:
-    plan: Plan = ctx["plan"]
-    workdir = ctx["work"] / "train"
-    if not plan.quick:
-        _plan_steps(ctx, plan, workdir)
-    config = load_experiment(ctx["config"], plan.train_overrides(ctx["corpus"]))
-    print(f"  {config.name}: stages {[config.stages[i].name for i in config.enabled_stages]}, steps "
-          f"{[config.stages[i].steps for i in config.enabled_stages]}, workdir {workdir}", flush=True)
-    summary = train(config, workdir, progress=True)
-    if summary.get("preempted"):
-        raise DemoError(f"training stopped early: {summary}")
-    done = [config.stages[i].name for i in config.enabled_stages]
-    ctx["workdir"] = workdir
-    return {"workdir": str(workdir), "stages": done, "steps": plan.train_steps,
-            "step_costs_s": plan.step_costs,
-            "last_checkpoint": summary.get("last_checkpoint"),
-            "stage_summaries": summary.get("stages", {})}
-
-
-def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
-    """Times each stage's step here and now, then sizes the steps to the time left. A
-    resumed run keeps the steps of its first plan (its checkpoints record the config); a
-    run of another recipe (the config file changed since) is moved aside, not resumed."""
-    probe = load_experiment(ctx["config"], [
-        *data_overrides(ctx["corpus"]), *(f"stages.{n}.enabled=true" for n in STAGES)])
-    recipe = json.dumps(to_dict(probe), sort_keys=True, default=str)
-    saved = workdir / "plan_steps.json"
-    got = saved_plan(workdir, recipe)
-    if got is not None:
-        plan.train_steps, plan.step_costs = tuple(got["steps"]), tuple(got["step_costs"])
-        print(f"  resuming with the earlier plan: steps {plan.train_steps}", flush=True)
-        return
-    # The first pass over the corpus computes its mel cache: done here, not inside the
-    # timed steps, it would otherwise double stage 1's measured cost (the first measured).
-    t = time.time()
-    frames = _fill_feature_cache(ctx)
-    print(f"  mel cache: {frames} frames ready in {time.time() - t:.0f} s", flush=True)
-    # Compiles of the calibration are cached on disk, so training does not pay them twice.
-    jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    t = time.time()
-    costs = measure_step_costs(probe, steps=12)
-    step_costs = tuple(costs["step_s"][n] for n in STAGES)
-    left = ctx["budget_s"] - (time.time() - ctx["t0"])
-    plan.train_steps = plan_train(left, step_costs, plan.factor, sustained=ctx["sustained"])
-    plan.step_costs = step_costs
-    workdir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps({"steps": plan.train_steps, "step_costs": step_costs,
-                                 "calibration": costs, "recipe": recipe}) + "\n")
-    print(f"  measured {' / '.join(f'{c:.3f}' for c in step_costs)} s per step (stages "
-          f"{' / '.join(STAGES)}, compiles {sum(costs['compile_s'].values()):.0f} s, took "
-          f"{time.time() - t:.0f} s); {left / 60:.1f} min left -> steps "
-          f"{' + '.join(map(str, plan.train_steps))}", flush=True)
-
-
-def saved_plan(workdir: pathlib.Path, recipe: str) -> dict | None:
-    """The plan a run in `workdir` was started with, if it trained this `recipe` (the
-    config as JSON). A run of another recipe is moved aside to
-    `<workdir>.superseded-<time>` (kept, not resumed) and None returned."""
-    saved = workdir / "plan_steps.json"
-    if not workdir.exists():
-        return None
-    if saved.is_file():
-        got = json.loads(saved.read_text())
-        if got.get("recipe") == recipe:
-            return got
-    old = workdir.with_name(f"{workdir.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
-    workdir.rename(old)
-    print(f"  {workdir} holds a run of another config: moved to {old}; training anew",
-          flush=True)
-    return None
-
-
-def _fill_feature_cache(ctx: dict) -> int:
-    """Mel cache of every utterance of the corpus's train and valid splits."""
-    corpus = pathlib.Path(ctx["corpus"])
-    files = [audio_path(r) for split in ("train", "valid")
-             for r in load_manifest(corpus / f"{split}.jsonl")[0]]
-    mel = load_experiment(ctx["config"]).codec.mel  # the cache key's settings
-    return fill_cache(files, mel, corpus / "features", workers=2)
 
 
 def _e1_subset(ctx: dict, n: int) -> pathlib.Path:

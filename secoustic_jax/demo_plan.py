@@ -15,6 +15,11 @@ import dataclasses
 import os
 import time
 
+
+class DemoError(RuntimeError):
+    """A phase failed; the message names it and the reason."""
+
+
 # Idle 2-core costs (seconds) of the phases around training. See docs/demo.md "Sizing".
 # Training itself is not in this table: its step costs are measured at the start of the
 # train phase (training/calibrate.py) on this machine, input pipeline included.
@@ -131,6 +136,9 @@ class Plan:
     train_steps: tuple[int, ...] | None = None  # per stage of STAGES
     step_costs: tuple[float, ...] | None = None  # measured wall s/step, per stage
     quick: bool = False
+    # After the earlier stages: how the last stage was sized again (`replan_last`); None
+    # until then, {"kept": reason} when it was not.
+    replanned: dict | None = None
 
     def train_overrides(self, corpus_dir) -> list[str]:
         """Dotted overrides of configs/tiny.py: data, steps, and the step-scaled schedule
@@ -206,3 +214,25 @@ def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float
     train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
     return tuple(max(MIN_STEPS, int(f * train_s / (c * sustained)) // 10 * 10)
                  for f, c in zip(shares, step_costs))
+
+
+def replan_last(seconds_left: float, calibrated: tuple[float, ...], measured: tuple[float, float],
+                factor: float) -> tuple[int, float]:
+    """Steps of the last stage, sized again when every earlier stage has finished.
+
+    calibrated: the start-up step costs (s), one per stage; measured: (index, wall s per
+    step) of the stage that ran last, over the whole stage (compile, logging, checkpoints,
+    validation windows included). The last stage's step is predicted as its calibrated cost
+    times the measured/calibrated ratio of that stage: the same machine, the same minutes,
+    a gap of -10 % to +27 % between calibration and whole stages in the `small` runs
+    (docs/demo.md), which a constant cannot absorb. -> (steps, predicted s per step).
+    """
+    idx, wall = measured
+    if wall <= 0 or min(calibrated) <= 0:
+        raise ValueError(f"replan_last: step costs must be positive, got measured {wall}, "
+                         f"calibrated {calibrated}")
+    cost = calibrated[-1] * wall / calibrated[idx]
+    # The last stage's share of the compile and validation reserves of plan_train.
+    fixed = factor * (COST["train_compile"] + COST["train_validation"]) / len(calibrated)
+    train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
+    return max(MIN_STEPS, int(train_s / cost) // 10 * 10), cost

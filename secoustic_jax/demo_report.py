@@ -207,6 +207,15 @@ def _clips(eval_dir: pathlib.Path, ex: pathlib.Path, report: dict) -> list[tuple
     return out
 
 
+def _replan_note(r: dict | None) -> str:
+    """The re-plan of the last stage, as a clause of the training line."""
+    if not r or "steps" not in r:
+        return ""
+    return (f"; the {r['stage']} stage sized again when the others had finished "
+            f"({r['measured']} per step -> {r['predicted_step_s']:.3f} s predicted): "
+            f"{r['planned']} -> {r['steps']} steps")
+
+
 def write(out: pathlib.Path, summary: dict, report: dict, eval_dir: pathlib.Path,
           history: list[dict], disentangle: dict | None = None) -> pathlib.Path:
     """Writes <out>/report.md and <out>/example/*; returns the report path."""
@@ -257,8 +266,8 @@ def _page(summary: dict, report: dict, plots: list[str], loss: bool, clips,
               "synthesis, scoring workers); on idle cores a phase's wall time lies between CPU/2 and CPU.", "",
              f"## Training ({summary.get('config', 'configs/tiny.py')}, every enabled stage)", "",
               f"Steps per stage: {_join(train.get('steps'), '{}')}, sized from measured step costs "
-              f"{_join(train.get('step_costs_s'), '{:.3f}')} s (acoustic, semantic, finetune); "
-              "final stage summaries in "
+              f"{_join(train.get('step_costs_s'), '{:.3f}')} s (acoustic, semantic, finetune)"
+              f"{_replan_note(train.get('replanned'))}; final stage summaries in "
               "`example/summary.json`.", ""]
     if loss:
         lines += ["![training losses](example/loss.png)", ""]

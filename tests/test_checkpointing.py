@@ -194,3 +194,45 @@ def test_a_retired_field_at_its_old_default_still_resumes_and_real_changes_are_n
     changed = dict(old, config=dict(old["config"], seed=7))
     with pytest.raises(ConfigError, match="seed"):
         check_config(changed, cfg)
+
+
+def test_stages_not_yet_started_may_change_length_and_nothing_else():
+    """The demo re-plans its last stage on resume: a checkpoint of stage i records nothing of
+    the stages after i, so their `enabled` / `steps` may differ; every other field, and the
+    length of a stage already started, is still refused by name."""
+    cfg = tiny_experiment(steps=(2, 2))
+    meta = make_meta(cfg, stage_index=1, stage_step=2, step=4, inventory=["a"], stage_done=True)
+    later = tiny_experiment({"stages.finetune.enabled": True, "stages.finetune.steps": 7},
+                            steps=(2, 2))
+    accepted = check_config(meta, later)
+    assert sorted(d.split(":")[0] for d in accepted) == ["stages.finetune.enabled",
+                                                        "stages.finetune.steps"]
+    assert check_config(meta, cfg) == []
+    with pytest.raises(ConfigError, match="stages.semantic.steps"):  # started: its schedule
+        check_config(meta, tiny_experiment(steps=(2, 3)))
+    with pytest.raises(ConfigError, match="stages.finetune.batch_size"):  # not a length
+        check_config(meta, tiny_experiment({"stages.finetune.batch_size": 5}, steps=(2, 2)))
+    in_last = make_meta(later, stage_index=2, stage_step=1, step=5, inventory=["a"])
+    with pytest.raises(ConfigError, match="stages.finetune.steps"):
+        check_config(in_last, tiny_experiment({"stages.finetune.enabled": True,
+                                               "stages.finetune.steps": 9}, steps=(2, 2)))
+
+
+@pytest.mark.slow
+def test_a_finished_run_resumes_into_a_later_stage_added_afterwards(tmp_path):
+    """Train stages 1-2, then resume the same workdir with stage 3 enabled (what the demo does
+    after re-planning it): only stage 3 runs, from the stage-2 checkpoint, and its final
+    checkpoint records the config that ran it."""
+    last = {"stages.finetune.steps": 2, "stages.finetune.batch_size": 4,
+            "stages.finetune.segment_frames": 32}
+    standin_train(tiny_experiment({**last, "stages.finetune.enabled": False}, steps=(2, 2)),
+                  tmp_path)
+    full = tiny_experiment({**last, "stages.finetune.enabled": True}, steps=(2, 2))
+    out = standin_train(full, tmp_path)
+    assert out["resumed_from"] == 4 and list(out["stages"]) == ["finetune"]
+    assert out["stages"]["finetune"]["steps_run"] == 2 and out["last_checkpoint"] == 6
+    meta = Checkpointer(tmp_path).read_meta(6)
+    assert meta["stage_index"] == 2 and meta["config"]["stages"]["finetune"]["enabled"] is True
+    with pytest.raises(ConfigError, match="stages.finetune.steps"):  # now it has run
+        standin_train(dataclasses.replace(full, stages=dataclasses.replace(
+            full.stages, finetune=dataclasses.replace(full.stages.finetune, steps=3))), tmp_path)

@@ -41,6 +41,90 @@ def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
     assert all(abs(s - n * SUSTAINED_STEP / 1.2) <= 10 for s, n in zip(slow, steps))
 
 
+def test_the_last_stage_is_sized_again_from_the_measured_rate_of_the_one_before():
+    from secoustic_jax.demo_plan import COST, MIN_STEPS, eval_reserve, replan_last
+
+    cal, left = (0.1, 0.2, 0.5), 30 * 60
+    train_s = left - (COST["train_compile"] + COST["train_validation"]) / 3 - eval_reserve(1.0)
+    same, cost = replan_last(left, cal, (1, 0.2), 1.0)  # stage 2 ran as calibrated
+    assert cost == pytest.approx(0.5) and train_s - 10 * cost <= same * cost <= train_s
+    # Stage 2 ran 20 % slower than its calibration: stage 3 is predicted 20 % slower too.
+    slow, cost = replan_last(left, cal, (1, 0.24), 1.0)
+    assert cost == pytest.approx(0.6) and abs(slow - same / 1.2) <= 10
+    fast, _ = replan_last(left, cal, (1, 0.18), 1.0)  # and 10 % faster: more steps, no cap
+    assert abs(fast - same / 0.9) <= 10
+    assert replan_last(60, cal, (1, 0.2), 1.0)[0] == MIN_STEPS
+    with pytest.raises(ValueError, match="positive"):
+        replan_last(left, cal, (1, 0.0), 1.0)
+
+
+def test_the_replan_is_recorded_and_falls_back_to_the_estimate_without_a_measurement(tmp_path):
+    import time
+
+    from secoustic_jax.demo_plan import Plan, EVAL_MAX, replan_last
+    from secoustic_jax.demo_train import _replan, saved_plan
+
+    wd = tmp_path / "train"
+    wd.mkdir()
+    first = {"steps": [100, 200, 300], "step_costs": [0.1, 0.2, 0.5], "recipe": "A",
+             "replanned": None}
+    (wd / "plan_steps.json").write_text(json.dumps(first))
+    ctx = {"budget_s": 3600.0, "t0": time.time(), "sustained": 1.1}
+
+    def plan():
+        return Plan(3600.0, 1.0, "50", EVAL_MAX, train_steps=(100, 200, 300),
+                    step_costs=(0.1, 0.2, 0.5))
+
+    measured = plan()
+    _replan(ctx, measured, wd, "semantic", {"semantic": {"steps_run": 200, "wall_time_s": 50.0}})
+    want = replan_last(3600.0, (0.1, 0.2, 0.5), (1, 0.25), 1.0)[0]
+    assert abs(measured.train_steps[2] - want) <= 10  # the clock moved a little since
+    assert measured.train_steps[:2] == (100, 200)
+    assert measured.replanned["planned"] == 300 and "200 steps at 0.250 s" in measured.replanned["measured"]
+    got = saved_plan(wd, "A")  # a resumed demo finds the re-planned steps and does not redo it
+    assert got["steps"] == list(measured.train_steps) and got["replanned"] == measured.replanned
+    assert got["step_costs"] == first["step_costs"]
+    # Stage 2 finished before this call (or ran < 50 steps in it): calibrated x --sustained-step.
+    guessed = plan()
+    _replan(ctx, guessed, wd, "semantic", {"semantic": {"steps_run": 10, "wall_time_s": 9.0}})
+    assert "calibrated x 1.1" in guessed.replanned["measured"]
+    assert guessed.replanned["predicted_step_s"] == pytest.approx(0.55)
+
+
+def test_the_train_phase_trains_the_head_then_the_replanned_last_stage(tmp_path, monkeypatch):
+    """phase_train's glue, with the calibration and the trainer replaced by recorders: the
+    first call trains every stage but the last, the second the whole config with the last
+    stage re-sized from the first call's rate; a rerun resumes with the re-planned steps."""
+    import time
+
+    from secoustic_jax import demo_train
+    from secoustic_jax.demo_plan import make_plan
+
+    calls = []
+
+    def fake_train(config, workdir, progress):
+        steps = [config.stages[i].steps for i in config.enabled_stages]
+        calls.append(steps)  # stage 2 "runs" 20 % slower than its calibration of 0.2 s
+        return {"stages": {"semantic": {"steps_run": steps[1], "wall_time_s": 0.24 * steps[1]}}}
+
+    monkeypatch.setattr(demo_train, "train", fake_train)
+    monkeypatch.setattr(demo_train, "_fill_feature_cache", lambda ctx: 0)
+    monkeypatch.setattr(demo_train, "measure_step_costs", lambda cfg, steps: {
+        "step_s": {"acoustic": 0.1, "semantic": 0.2, "finetune": 0.5}, "compile_s": {}})
+    ctx = {"config": ROOT / "configs" / "tiny.py", "corpus": tmp_path / "corpus",
+           "work": tmp_path / "work", "budget_s": 3600.0, "t0": time.time(), "sustained": 1.05,
+           "plan": make_plan(3600.0, 1.0)}
+    out = demo_train.phase_train(ctx)
+    head, full = calls
+    assert len(head) == 2 and full[:2] == head  # the head: stages 1-2 only
+    assert out["steps"] == tuple(full) and out["replanned"]["planned"] != full[2]
+    assert out["replanned"]["predicted_step_s"] == pytest.approx(0.6)  # 0.5 x 1.2
+    calls.clear()
+    ctx["plan"] = make_plan(3600.0, 1.0)
+    again = demo_train.phase_train(ctx)  # a rerun: no second head call, the same steps
+    assert calls == [full] and again["steps"] == tuple(full)
+
+
 def test_plan_degrades_to_minimum_when_no_time_is_left():
     from secoustic_jax.demo_plan import EVAL_MIN, MIN_STEPS, plan_eval, plan_train
 
@@ -155,7 +239,7 @@ def test_bars_say_met_or_by_how_much_missed():
 def test_a_run_of_another_recipe_is_moved_aside_not_resumed(tmp_path, capsys):
     """`make demo` after a config change: the old run is kept aside and training restarts
     (resuming it would stop on the checkpoint's config check)."""
-    from secoustic_jax.demo import saved_plan
+    from secoustic_jax.demo_train import saved_plan
 
     wd = tmp_path / "train"
     wd.mkdir()
@@ -168,3 +252,13 @@ def test_a_run_of_another_recipe_is_moved_aside_not_resumed(tmp_path, capsys):
     assert len(moved) == 1 and (moved[0] / "checkpoint").read_text() == "kept"
     assert "another config" in capsys.readouterr().out
     assert saved_plan(tmp_path / "never", "A") is None  # nothing there: a fresh plan
+
+
+def test_the_report_states_the_replan_of_the_last_stage():
+    from secoustic_jax.demo_report import _replan_note
+
+    note = _replan_note({"stage": "finetune", "planned": 300, "steps": 420,
+                         "predicted_step_s": 0.4512, "measured": "semantic: 200 steps at 0.180 s"})
+    assert "finetune stage sized again" in note and "300 -> 420 steps" in note
+    assert "0.451 s predicted" in note
+    assert _replan_note(None) == "" and _replan_note({"kept": "planned before"}) == ""

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from secoustic_jax.config.base import ConfigError, diff, fingerprint, from_dict, to_dict
 from secoustic_jax.config.model import CodecConfig
-from secoustic_jax.config.train import CheckpointConfig, ExperimentConfig
+from secoustic_jax.config.train import STAGE_NAMES, CheckpointConfig, ExperimentConfig
 
 FORMAT = "secoustic-train-v1"
 # Fields that do not change the maths of a run; a resume may change them.
@@ -124,21 +124,33 @@ def make_meta(config: ExperimentConfig, *, stage_index: int, stage_step: int, st
             "state_checksum": state_checksum}
 
 
-def check_config(meta: dict, config: ExperimentConfig) -> None:
+def unstarted_stage_fields(stage_index: int) -> frozenset[str]:
+    """`stages.<name>.enabled` and `.steps` of the stages after `stage_index`: a checkpoint
+    written in (or at the end of) stage `stage_index` holds nothing of them, and the global
+    steps of the stages up to it do not depend on them, so a resume may lengthen, shorten,
+    add or drop them (the demo re-plans its last stage this way, docs/demo.md)."""
+    later = STAGE_NAMES[stage_index + 1:]
+    return frozenset(f"stages.{n}.{f}" for n in later for f in ("enabled", "steps"))
+
+
+def check_config(meta: dict, config: ExperimentConfig) -> list[str]:
     """Refuses to resume a run whose recorded config differs from `config` (runtime-only
-    fields excepted), naming the differing fields."""
+    fields and the length of stages not yet started excepted), naming the differing
+    fields. -> the accepted differences of unstarted stages ([] when none)."""
     if meta["fingerprint"] == run_fingerprint(config):
-        return
+        return []
     recorded = dict(meta["config"])
     for name, default in RETIRED_FIELDS.items():  # older checkpoints still record them
         if recorded.get(name, default) == default:
             recorded.pop(name, None)
     stored = from_dict(ExperimentConfig, recorded)
     changed = [d for d in diff(stored, config) if d.split(".")[0] not in RUNTIME_FIELDS]
-    if not changed:  # only a retired field at its default made the fingerprints differ
-        return
-    raise ConfigError("the checkpoint was written with a different config; use a new workdir "
-                      "or the stored config. Differences: " + "; ".join(changed[:12]))
+    later = unstarted_stage_fields(int(meta["stage_index"]))
+    refused = [d for d in changed if d.split(":")[0] not in later]
+    if refused:
+        raise ConfigError("the checkpoint was written with a different config; use a new "
+                          "workdir or the stored config. Differences: " + "; ".join(refused[:12]))
+    return [d for d in changed if d not in refused]
 
 
 def load_codec_variables(workdir, step: int | None = None):

@@ -266,6 +266,7 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     stage, lc = config.stages[idx], config.log
     window, t_stage = MetricWindow(), time.time()
     step, stage_step = int(state.step), int(state.stage_step)
+    first = step
     nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
     t_window = time.perf_counter()
     # The source is closed by the caller; the feed only adds the device-side queue.
@@ -297,7 +298,7 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
                 stop = "preempted"
                 break
             t_window = time.perf_counter()
-    summary = _stage_summary(last, step, t_stage)
+    summary = _stage_summary(last, step, step - first, t_stage)
     if not stop:
         _save(run, state, feed, idx, done=True, wait=True)
         summary["valid"] = _validate(run, rt, idx, state, step, media=True)
@@ -331,8 +332,10 @@ def _drain(run: Run, idx: int, pending: list, window: MetricWindow, nan_run: int
     return nan_run
 
 
-def _stage_summary(last: dict, step: int, t0: float) -> dict:
-    return {"final_step": step, "wall_time_s": time.time() - t0, "last_window": last}
+def _stage_summary(last: dict, step: int, steps_run: int, t0: float) -> dict:
+    """steps_run and wall_time_s cover this call only (a resumed stage ran part of it)."""
+    return {"final_step": step, "steps_run": steps_run, "wall_time_s": time.time() - t0,
+            "last_window": last}
 
 
 def _validate(run: Run, rt, idx: int, state, step: int, *, media: bool) -> dict:

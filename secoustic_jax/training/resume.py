@@ -69,7 +69,7 @@ def _verify(ckpt: Checkpointer, step: int, config: ExperimentConfig, inventory: 
         stage_index = int(meta["stage_index"])
     except Exception as e:  # noqa: BLE001 - any unreadable meta is damage
         return None, f"meta unreadable ({type(e).__name__}: {_short(e)})"
-    check_config(meta, config)
+    meta = dict(meta, later_stage_changes=check_config(meta, config))
     if meta["phones"] != inventory:
         raise ConfigError("the checkpoint's phone inventory differs from the data's; "
                          "resume with the same corpus or start a new workdir")
@@ -117,6 +117,8 @@ def describe(resume: dict | None) -> str:
     """One line for the log: where the run starts."""
     if resume is None:
         return "starting from scratch"
-    return (f"resuming from checkpoint {resume['checkpoint']} (stage {resume['stage_index']}, "
+    line = (f"resuming from checkpoint {resume['checkpoint']} (stage {resume['stage_index']}, "
             f"stage step {resume['stage_step']})")
+    changes = resume.get("later_stage_changes")
+    return line + (f"; stages not yet started changed: {'; '.join(changes)}" if changes else "")
 
