@@ -27,6 +27,9 @@ run as a full reproduction the same night (2790 + 6270 + 3060 steps at 1.6-1.8x 
 cost): final valid token-path mel 0.2717 against 0.2722, E2 token WER 0.290 -> 0.228 but
 WB-PESQ 1.531 -> 1.489, and the connector stopped using G (G probe 0.934 -> 0.704, VC
 success 0.90 -> 0.35); not adopted (docs/reproduction.md).
+The stage-3 voice warp alone (0.1 on half the items; commit 619ce80, 2026-12-07) made the
+held-out voice worse, not better (token WER 0.355 -> 0.477), and the voice split too
+(pooled S 0.869 -> 0.956, VC success 0.90 -> 0.60); not adopted (docs/reproduction.md).
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.
@@ -36,10 +39,9 @@ import dataclasses
 
 from secoustic_jax.config.data import PipelineConfig
 from secoustic_jax.config.model import codec_preset
-from secoustic_jax.config.train import (AugmentConfig, CheckpointConfig, DataSourceConfig,
-                                        ExperimentConfig, InitConfig, LogConfig, LossConfig,
-                                        OptimConfig, PhonemeEncoderConfig, StageConfig,
-                                        StagesConfig)
+from secoustic_jax.config.train import (CheckpointConfig, DataSourceConfig, ExperimentConfig,
+                                        InitConfig, LogConfig, LossConfig, OptimConfig,
+                                        PhonemeEncoderConfig, StageConfig, StagesConfig)
 
 S1, S2, S3 = 6000, 3000, 3000
 
@@ -55,11 +57,6 @@ def get_config() -> ExperimentConfig:
         loss=LossConfig(contrastive_weight=0.03, contrastive_dim=64,  # as tiny
                         kl_ramp_start=int(0.375 * S2),
                         kl_ramp_end=int(0.625 * S2), max_contrastive_frames=2048),
-        # Stage 3 only: half the items warped by one per-utterance alpha in [1/1.1, 1.1], mel
-        # and prompt alike: a continuum of voices for G (held-out voice 0.598 -> 0.412 in the
-        # warm-started `small` fine-tune A/B, seen voices +2 %; docs/training.md).
-        augment=AugmentConfig(voice_warp=0.1, voice_warp_fraction=0.5,
-                              voice_warp_stages=("finetune",)),
         stages=StagesConfig(acoustic=StageConfig("acoustic", True, S1, 1.0, 8, 128),
                             semantic=StageConfig("semantic", True, S2, 1.0, 8, 128),
                             # Stage 3 on at 0.3x, as in configs/tiny.py (token-path mel MSE

@@ -7,7 +7,8 @@ summary.json records it; nothing is skipped silently):
   setup     tools and models present; a contention probe sizes the plan to this machine
   corpus    the embedded multi-speaker corpus (default size; reused when its config matches)
   asterisk  the English Asterisk prompts (real speech, evaluation only) and the E1 subset
-  train     configs/tiny.py, every enabled stage, steps sized to the time budget
+  train     configs/tiny.py, every enabled stage, steps sized to the time budget (the last
+            stage sized again when the others have finished: demo_train.py)
   evaluate  held-out-speaker split (E2-unseen), seen-speaker test split with VC + probe
             (E2), Asterisk prompts (E1 subset); sizes fitted to the time left
   report    <out>/report.md + <out>/summary.json; small committed copies in <out>/example/
