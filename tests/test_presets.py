@@ -8,6 +8,7 @@ length (the 2026-12-06 demo checkpoint: token-path mel MSE 0.31 over frames 0-12
 over 256-383; docs/training.md "Crop length of the token-path stages").
 """
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -23,7 +24,24 @@ MAX_PHONES_PER_SECOND = 24.0
 
 def test_every_experiment_file_is_found():
     names = {p.stem for p in CONFIGS}
-    assert {"tiny", "tiny_21_5hz", "small", "86hz", "21_5hz"} <= names
+    assert {"tiny", "tiny_21_5hz", "small", "small_21_5hz", "86hz", "21_5hz"} <= names
+
+
+def test_small_21_5hz_is_small_with_the_tiny_twins_changes():
+    """The 21.5 Hz reproduction must differ from configs/small.py only where the tiny twin
+    differs from configs/tiny.py, so that its run reads as the rate, not a new recipe."""
+    small, tiny, tiny21, small21 = (load_experiment(REPO / "configs" / f"{n}.py")
+                                    for n in ("small", "tiny", "tiny_21_5hz", "small_21_5hz"))
+    assert small21.codec.hop == 4 and small21.codec.variant == "small_21_5hz"
+    assert dataclasses.replace(small21.codec, variant="x") == dataclasses.replace(tiny21.codec,
+                                                                                   variant="x")
+    for field in ("stages", "data", "checkpoint", "log", "phonemes"):
+        assert getattr(small21, field) == getattr(small, field), field
+    for field in ("init", "loss", "optim"):  # the tiny twin's changes, and nothing else
+        moved = dataclasses.asdict(getattr(tiny21, field)).items() - dataclasses.asdict(
+            getattr(tiny, field)).items()
+        expect = dataclasses.replace(getattr(small, field), **dict(moved))
+        assert getattr(small21, field) == expect, field
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

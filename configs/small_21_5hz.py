@@ -1,0 +1,38 @@
+"""Small experiment at 21.5 Hz: configs/small.py with the changes configs/tiny_21_5hz.py makes
+to configs/tiny.py (21.5 Hz SEANet geometry, ratios 2, 2; 4 mel frames per token).
+
+    python -m secoustic_jax.demo --config configs/small_21_5hz.py --budget-min 125 \
+        --sustained-step 1.1 --out reports/small_21_5hz
+
+The 21.5 Hz reproduction of docs/reproduction.md: the tiny twin's measured recipe (per-bin
+statistics init, n_filters 32, 2 transformer layers, contrastive weight 1, one learning
+rate: bench/results/ab_rate_probe.json, G probe 0.932, pooled S 0.701 at 3000 + 1500 + 800
+steps), trained for a 2-hour budget. Only the step counts, warm-up, logging and
+checkpointing differ from configs/tiny_21_5hz.py, so the run measures what the longer
+schedule does to the voice split at this rate (lead 7 of issue 14).
+"""
+
+import dataclasses
+import importlib.util
+import pathlib
+
+from secoustic_jax.config.model import codec_preset
+from secoustic_jax.config.train import ExperimentConfig
+
+
+def _load(name: str) -> ExperimentConfig:
+    path = pathlib.Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"secoustic_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config() -> ExperimentConfig:
+    small, tiny21 = _load("small"), _load("tiny_21_5hz")
+    codec = dataclasses.replace(tiny21.codec, variant="small_21_5hz")
+    return dataclasses.replace(
+        small, name="small_21_5hz", codec=codec,
+        loss=dataclasses.replace(small.loss, contrastive_weight=tiny21.loss.contrastive_weight),
+        init=tiny21.init,
+        optim=dataclasses.replace(small.optim, lr_scale=tiny21.optim.lr_scale))
