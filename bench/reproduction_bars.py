@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 
 
@@ -19,6 +20,13 @@ def _metric(summary, s, cond, name):
 
 def _wer(summary, s, cond):
     return summary[s][cond]["corpus"]["wer"]
+
+
+def token_rate_hz(summary) -> float:
+    """Tokens per second of the evaluated model, from its nominal bit rate (log2 of the
+    codebook size bits per token)."""
+    book = summary["E2"]["token"]["codebook"]
+    return book["nominal_bitrate_bps"] / math.log2(book["num_codes"])
 
 
 def rows(example: pathlib.Path) -> list[tuple[str, float, float | None, bool, float]]:
@@ -34,10 +42,15 @@ def rows(example: pathlib.Path) -> list[tuple[str, float, float | None, bool, fl
 
     bar("acoustic WB-PESQ >= 2.2 (E2)", _metric(ev, "E2", "acoustic", "pesq_wb"),
         _metric(ev, "E2", "voc", "pesq_wb"), at_least, 2.2)
+    # The token-path bars are set for the 86 Hz model; a 21.5 Hz run is scored against them
+    # too, and its rows say so.
+    hz = token_rate_hz(ev)
+    rate = "" if round(hz) == 86 else f"; 86 Hz bar, this model {hz:.1f} Hz"
     for s, name in (("E2", "E2"), ("E2-unseen", "held-out voice")):
-        bar(f"token WB-PESQ >= 1.6 ({name})", _metric(ev, s, "token", "pesq_wb"),
+        bar(f"token WB-PESQ >= 1.6 ({name}{rate})", _metric(ev, s, "token", "pesq_wb"),
             _metric(ev, s, "voc", "pesq_wb"), at_least, 1.6)
-        bar(f"token WER <= 0.30 ({name})", _wer(ev, s, "token"), _wer(ev, s, "voc"), at_most, 0.30)
+        bar(f"token WER <= 0.30 ({name}{rate})", _wer(ev, s, "token"), _wer(ev, s, "voc"),
+            at_most, 0.30)
     g, s_pooled = dis["G"]["accuracy"], dis["S_pooled"]["accuracy"]
     bar("speaker probe G >= 0.90", g, None, at_least, 0.90)
     bar(f"probe S_pooled <= G - 0.30 = {g - 0.30:.3f}", s_pooled, None, at_most, g - 0.30)

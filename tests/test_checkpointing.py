@@ -231,6 +231,8 @@ def test_a_finished_run_resumes_into_a_later_stage_added_afterwards(tmp_path):
     out = standin_train(full, tmp_path)
     assert out["resumed_from"] == 4 and list(out["stages"]) == ["finetune"]
     assert out["stages"]["finetune"]["steps_run"] == 2 and out["last_checkpoint"] == 6
+    # log.every_steps is 1: the rate for planning leaves out the first step (the compile).
+    assert out["stages"]["finetune"]["steady_steps"] == 1
     meta = Checkpointer(tmp_path).read_meta(6)
     assert meta["stage_index"] == 2 and meta["config"]["stages"]["finetune"]["enabled"] is True
     with pytest.raises(ConfigError, match="stages.finetune.steps"):  # now it has run

@@ -76,17 +76,20 @@ def test_the_replan_is_recorded_and_falls_back_to_the_estimate_without_a_measure
                     step_costs=(0.1, 0.2, 0.5))
 
     measured = plan()
-    _replan(ctx, measured, wd, "semantic", {"semantic": {"steps_run": 200, "wall_time_s": 50.0}})
+    _replan(ctx, measured, wd, "semantic", {"semantic": {
+        "steps_run": 250, "wall_time_s": 70.0, "steady_steps": 200, "steady_wall_s": 50.0}})
     want = replan_last(3600.0, (0.1, 0.2, 0.5), (1, 0.25), 1.0)[0]
     assert abs(measured.train_steps[2] - want) <= 10  # the clock moved a little since
     assert measured.train_steps[:2] == (100, 200)
-    assert measured.replanned["planned"] == 300 and "200 steps at 0.250 s" in measured.replanned["measured"]
+    assert measured.replanned["planned"] == 300 and "200 steps after its first log window at 0.250 s" in measured.replanned["measured"]
     got = saved_plan(wd, "A")  # a resumed demo finds the re-planned steps and does not redo it
     assert got["steps"] == list(measured.train_steps) and got["replanned"] == measured.replanned
     assert got["step_costs"] == first["step_costs"]
-    # Stage 2 finished before this call (or ran < 50 steps in it): calibrated x --sustained-step.
+    # Stage 2 finished before this call (or ran < 50 steps past its first window in it):
+    # calibrated x --sustained-step.
     guessed = plan()
-    _replan(ctx, guessed, wd, "semantic", {"semantic": {"steps_run": 10, "wall_time_s": 9.0}})
+    _replan(ctx, guessed, wd, "semantic", {"semantic": {
+        "steps_run": 60, "wall_time_s": 9.0, "steady_steps": 10, "steady_wall_s": 2.0}})
     assert "calibrated x 1.1" in guessed.replanned["measured"]
     assert guessed.replanned["predicted_step_s"] == pytest.approx(0.55)
 
@@ -104,8 +107,11 @@ def test_the_train_phase_trains_the_head_then_the_replanned_last_stage(tmp_path,
 
     def fake_train(config, workdir, progress):
         steps = [config.stages[i].steps for i in config.enabled_stages]
-        calls.append(steps)  # stage 2 "runs" 20 % slower than its calibration of 0.2 s
-        return {"stages": {"semantic": {"steps_run": steps[1], "wall_time_s": 0.24 * steps[1]}}}
+        calls.append(steps)  # stage 2 "runs" 20 % slower than its calibration of 0.2 s,
+        # after a 9-second compile that the rate must leave out
+        return {"stages": {"semantic": {"steps_run": steps[1], "wall_time_s": 9.0 + 0.24 * steps[1],
+                                        "steady_steps": steps[1] - 10,
+                                        "steady_wall_s": 0.24 * (steps[1] - 10)}}}
 
     monkeypatch.setattr(demo_train, "train", fake_train)
     monkeypatch.setattr(demo_train, "_fill_feature_cache", lambda ctx: 0)

@@ -268,7 +268,7 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
     step, stage_step = int(state.step), int(state.stage_step)
     first = step
     nan_run, last, stop, pending = int(state.nan_consecutive), {}, "", []
-    t_window = time.perf_counter()
+    t_window, steady = time.perf_counter(), None
     # The source is closed by the caller; the feed only adds the device-side queue.
     put = label_guard(functools.partial(shd.global_batch, run.mesh, mel=run.config.codec.mel),
                       config.loss)
@@ -284,6 +284,7 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
         stop_now = distributed.any_host(run.stop_flag.is_set())
         if log_now or eval_now or save_now or stop_now:
             nan_run = _drain(run, idx, pending, window, nan_run, step, t_window)
+            steady = steady or (time.time(), step)  # past the compile and the first batches
             if log_now:
                 last = window.summary()
                 logger.scalars(step, last)
@@ -298,7 +299,7 @@ def _run_stage(run: Run, rt, idx: int, state, src) -> dict:
                 stop = "preempted"
                 break
             t_window = time.perf_counter()
-    summary = _stage_summary(last, step, step - first, t_stage)
+    summary = _stage_summary(last, step, step - first, t_stage, steady)
     if not stop:
         _save(run, state, feed, idx, done=True, wait=True)
         summary["valid"] = _validate(run, rt, idx, state, step, media=True)
@@ -332,9 +333,16 @@ def _drain(run: Run, idx: int, pending: list, window: MetricWindow, nan_run: int
     return nan_run
 
 
-def _stage_summary(last: dict, step: int, steps_run: int, t0: float) -> dict:
-    """steps_run and wall_time_s cover this call only (a resumed stage ran part of it)."""
-    return {"final_step": step, "steps_run": steps_run, "wall_time_s": time.time() - t0,
+def _stage_summary(last: dict, step: int, steps_run: int, t0: float,
+                   steady: tuple[float, int] | None) -> dict:
+    """steps_run and wall_time_s cover this call only (a resumed stage ran part of it).
+    steady_steps / steady_wall_s start at the first drained window (time, step): they leave
+    out the step's compile and the pipeline's warm-up, which a rate for planning the steps
+    of a later stage must not count once per step."""
+    now = time.time()
+    t_steady, s_steady = steady or (now, step)
+    return {"final_step": step, "steps_run": steps_run, "wall_time_s": now - t0,
+            "steady_steps": step - s_steady, "steady_wall_s": now - t_steady,
             "last_window": last}
 
 
