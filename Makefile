@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: install sysdeps kernels test test-full demo reproduce bench corpus clean
+.PHONY: install sysdeps kernels test test-full demo reproduce reproduce-21_5hz bench corpus clean
 
 # Debian packages: synthesizers for the embedded corpus, sox, Asterisk prompts for evaluation,
 # g++ for the CPU custom-call kernels (secoustic_jax/kernels).
@@ -59,6 +59,10 @@ demo: install
 # The reproduction run of docs/reproduction.md: configs/small.py, steps sized to the budget.
 reproduce: install
 	$(PY) -m secoustic_jax.demo --config configs/small.py --budget-min 125 --sustained-step 1.1 --out reports/small
+
+# Its 21.5 Hz twin (docs/reproduction_21_5hz.md).
+reproduce-21_5hz: install
+	$(PY) -m secoustic_jax.demo --config configs/small_21_5hz.py --budget-min 125 --sustained-step 1.1 --out reports/small_21_5hz
 
 bench: install
 	$(PY) bench/run_all.py --out bench/results.json
