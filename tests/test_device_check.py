@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
 
 from secoustic_jax import flops
 from secoustic_jax.config.train import load_experiment
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "device_check.py"
+from _bench_helpers import BENCH, bench_module
+
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("device_check", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("device_check")
 
 
 def test_chip_peaks_by_device_kind():
@@ -50,7 +46,7 @@ def test_quick_run_measures_every_row(tmp_path):
         assert r["median_step_s"] > 0 and math.isfinite(r["loss"])
         assert 0 < r["mfu_vs_measured_matmul"] < 5  # model FLOPs over a measured matmul rate
         assert r["memory"]["peak_estimate_bytes"] > 0
-    cfg = load_experiment(PATH.parents[1] / "configs/tiny.py").codec
+    cfg = load_experiment(BENCH.parent / "configs/tiny.py").codec
     for r in result["train"]:  # the numerator is flops.py's count for that stage and shape
         want = flops.train_step(cfg, r["stage"], 2, 64, prompt_frames=cfg.paralinguistic.prompt_frames)
         assert r["model_tflop_per_step"] == pytest.approx(want / 1e12, rel=1e-12)

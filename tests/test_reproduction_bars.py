@@ -3,20 +3,17 @@ disentangle.json, with the token rate named where the model is not the 86 Hz one
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "reproduction_bars.py"
+from _bench_helpers import bench_module
+
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("reproduction_bars", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("reproduction_bars")
 
 
 def _example(tmp_path, tokens_per_s: float, g: float, s_pooled: float) -> pathlib.Path:
