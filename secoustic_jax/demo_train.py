@@ -27,7 +27,8 @@ from secoustic_jax.training.calibrate import measure_step_costs
 from secoustic_jax.training.loop import train
 
 # Fewer steps of the next-to-last stage than this in the current call, past its first log
-# window (a resume near its end, a very short stage), do not measure its rate: the last stage then keeps the `--sustained-step` estimate.
+# window (a resume near its end, a very short stage), do not measure its rate: the last
+# stage then keeps the `--sustained-step` estimate.
 MIN_MEASURED_STEPS = 50
 
 
