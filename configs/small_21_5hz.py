@@ -15,23 +15,14 @@ is not intelligible (E2 WER 0.773).
 """
 
 import dataclasses
-import importlib.util
 import pathlib
 
-from secoustic_jax.config.model import codec_preset
-from secoustic_jax.config.train import ExperimentConfig
-
-
-def _load(name: str) -> ExperimentConfig:
-    path = pathlib.Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"secoustic_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from secoustic_jax.config.train import ExperimentConfig, load_experiment
 
 
 def get_config() -> ExperimentConfig:
-    small, tiny21 = _load("small"), _load("tiny_21_5hz")
+    here = pathlib.Path(__file__).parent
+    small, tiny21 = (load_experiment(here / f"{n}.py") for n in ("small", "tiny_21_5hz"))
     codec = dataclasses.replace(tiny21.codec, variant="small_21_5hz")
     return dataclasses.replace(
         small, name="small_21_5hz", codec=codec,

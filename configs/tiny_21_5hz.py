@@ -5,23 +5,14 @@
 """
 
 import dataclasses
-import importlib.util
 import pathlib
 
 from secoustic_jax.config.model import codec_preset
-from secoustic_jax.config.train import ExperimentConfig
-
-
-def _tiny():
-    path = pathlib.Path(__file__).with_name("tiny.py")
-    spec = importlib.util.spec_from_file_location("secoustic_config_tiny", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from secoustic_jax.config.train import ExperimentConfig, load_experiment
 
 
 def get_config() -> ExperimentConfig:
-    base = _tiny()
+    base = load_experiment(pathlib.Path(__file__).with_name("tiny.py"))
     # The PCA init needs a stride-1 SEANet, and the width and first-conv learning rate of
     # configs/tiny.py were chosen with it: this twin keeps the recipe its own A/B
     # (bench/results/ab_rate.json) measured: n_filters 32, per-bin statistics init, one
