@@ -33,13 +33,13 @@ import time
 import traceback
 
 from secoustic_jax import demo_report
-from secoustic_jax.config.base import to_dict
+from secoustic_jax.config.base import ConfigError, to_dict
 from secoustic_jax.config.data import CorpusConfig
 from secoustic_jax.data.asterisk import SOUNDS, TRANSCRIPTS, import_asterisk
 from secoustic_jax.data.corpus import build_corpus, plan as corpus_plan
 from secoustic_jax.data.manifest import load_manifest, public, write_manifest
-from secoustic_jax.demo_plan import (SUSTAINED_STEP, DemoError, Plan, contention_factor,
-                                     make_plan, plan_eval, slowdown)
+from secoustic_jax.demo_plan import (CORPUS_SIZE, SUSTAINED_STEP, DemoError, Plan,
+                                     contention_factor, make_plan, plan_eval, slowdown)
 from secoustic_jax.demo_train import phase_train
 from secoustic_jax.eval import disentangle
 from secoustic_jax.eval.checkpoints import load_codec
@@ -98,7 +98,8 @@ def phase_setup(ctx: dict) -> dict:
     if missing:
         raise DemoError(f"missing: {', '.join(missing)} (run `make install` as root)")
     probe = contention_factor()
-    ctx["plan"] = make_plan(ctx["budget_s"], slowdown(probe), quick=ctx["quick"])
+    ctx["plan"] = make_plan(ctx["budget_s"], slowdown(probe), quick=ctx["quick"],
+                            corpus_size=ctx["corpus_size"])
     print(f"  tools ok; contention probe {probe:.2f} (wall/CPU of a single-thread loop; 1 = idle "
           f"cores) -> expected slowdown x{slowdown(probe):.2f}\n  plan: {ctx['plan'].describe()}", flush=True)
     return {"contention_factor": probe, "slowdown": slowdown(probe), "plan": ctx["plan"].to_dict()}
@@ -270,6 +271,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="demo", help="output folder (report.md, example/, work/)")
     ap.add_argument("--budget-min", type=float, default=55.0, help="wall-time budget in minutes")
     ap.add_argument("--corpus", default="cache/demo_corpus", help="embedded corpus folder (reused when its config matches)")
+    ap.add_argument("--corpus-size", default=CORPUS_SIZE,
+                    help=f"utterances per WER voice of the corpus, or 'default' (100, ~2 h); "
+                         f"default {CORPUS_SIZE} (~1 h)")
     ap.add_argument("--fresh", action="store_true", help="rebuild everything (corpus, prompts, training)")
     ap.add_argument("--config", default=str(ROOT / "configs" / "tiny.py"),
                     help="experiment config to train (its stages' steps are sized to the budget)")
@@ -278,6 +282,10 @@ def main(argv=None) -> int:
                     help="sustained / calibrated step time assumed when sizing the steps "
                          f"(default {SUSTAINED_STEP}, measured on the demo; docs/demo.md)")
     args = ap.parse_args(argv)
+    try:
+        CorpusConfig(size=args.corpus_size).validate()
+    except ConfigError as e:
+        ap.error(f"--corpus-size: {e}")
     if args.sustained_step < 1:
         ap.error(f"--sustained-step must be >= 1 (never plan more steps than the calibration "
                  f"says fit), got {args.sustained_step}")
@@ -290,7 +298,7 @@ def main(argv=None) -> int:
     corpus = pathlib.Path(args.corpus) if not args.quick else work / "corpus_tiny"
     ctx = {"t0": time.time(), "budget_s": 60.0 * args.budget_min, "out": out, "work": work,
            "corpus": corpus, "config": pathlib.Path(args.config), "fresh": args.fresh, "quick": args.quick,
-           "eval": None, "sustained": args.sustained_step}
+           "eval": None, "sustained": args.sustained_step, "corpus_size": args.corpus_size}
     return run(ctx)
 
 

@@ -179,13 +179,15 @@ def eval_reserve(factor: float, sizes: EvalSizes = EVAL_MAX) -> float:
     return factor * (_EVAL_FIXED + sizes.seconds())
 
 
-def make_plan(budget_s: float, factor: float, quick: bool = False) -> Plan:
-    """The plan before any measurement: corpus size and the evaluation sizes that fit next
-    to a minimal training; the steps come later from `plan_train`."""
+def make_plan(budget_s: float, factor: float, quick: bool = False,
+              corpus_size: str = CORPUS_SIZE) -> Plan:
+    """The plan before any measurement: corpus size (`CorpusConfig.size`) and the
+    evaluation sizes that fit next to a minimal training; the steps come later from
+    `plan_train`."""
     if quick:  # smoke runs: tiny corpus, a few steps, minimal evaluation
         return Plan(budget_s, factor, "tiny", EvalSizes(2, 2, 4, 2),
                     train_steps=(MIN_STEPS // 3,) * len(STAGES), quick=True)
-    return Plan(budget_s, factor, CORPUS_SIZE, EVAL_MAX)
+    return Plan(budget_s, factor, corpus_size, EVAL_MAX)
 
 
 def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float,

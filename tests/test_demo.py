@@ -158,6 +158,19 @@ def test_demo_refuses_a_sustained_step_below_one_before_doing_anything(tmp_path,
     assert not (tmp_path / "demo").exists()  # refused before any folder was made
 
 
+def test_corpus_size_reaches_the_plan_and_a_bad_one_is_refused_before_anything(tmp_path, capsys):
+    from secoustic_jax import demo
+    from secoustic_jax.demo_plan import CORPUS_SIZE, make_plan
+
+    assert make_plan(3600, 1.0).corpus_size == CORPUS_SIZE
+    assert make_plan(3600, 1.0, corpus_size="default").corpus_size == "default"
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--out", str(tmp_path / "demo"), "--corpus-size", "two hours"])
+    assert exit_info.value.code == 2
+    assert "--corpus-size" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
 def test_train_overrides_make_a_valid_config(tmp_path):
     from secoustic_jax.config.train import load_experiment
     from secoustic_jax.demo_plan import make_plan, plan_train
