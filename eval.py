@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", default="griffin-lim", help="griffin-lim (fallback) or a hift.pt / saved vocoder dir")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, default=None, help="first N utterances per test set")
+    p.add_argument("--per-speaker", type=int, default=None,
+                   help="first N utterances of each speaker per manifest (as the demo's E2)")
     p.add_argument("--seed", type=int, default=0, help="vocoder PRNG seed (recorded)")
     p.add_argument("--skip-asr", action="store_true", help="no Whisper transcripts / WER")
     p.add_argument("--skip-sim", action="store_true", help="no speaker similarity (and no VC)")
@@ -66,7 +68,7 @@ def load_sets(args) -> list:
     for spec in args.manifest:
         name, path = _named(spec)
         sets.append(from_manifest(path, name, limit=args.limit, split=args.split,
-                                  min_seconds=args.min_seconds))
+                                  min_seconds=args.min_seconds, per_speaker=args.per_speaker))
     for spec in args.audio_dir:
         name, path = _named(spec)
         sets.append(from_audio_dir(path, name, limit=args.limit))

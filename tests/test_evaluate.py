@@ -295,3 +295,18 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="neither a Codec.save directory"):
         checkpoint_kind(tmp_path)
     assert eval_cli.main(["--ckpt", str(tmp_path), "--manifest", "m.jsonl", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_per_speaker_keeps_the_first_n_of_each_speaker(eval_set):
+    import eval as eval_cli
+
+    full = eval_cli.load_sets(eval_cli._parser().parse_args(
+        ["--ckpt", "x", "--out", "o", "--manifest", f"E2={eval_set / 'e2.jsonl'}"]))[0]
+    args = eval_cli._parser().parse_args(["--ckpt", "x", "--out", "o", "--per-speaker", "1",
+                                          "--manifest", f"E2={eval_set / 'e2.jsonl'}"])
+    one = eval_cli.load_sets(args)[0]
+    first = {}
+    for u in full.utterances:
+        first.setdefault(u.speaker, u.utt_id)
+    assert [u.utt_id for u in one.utterances] == list(first.values())
+    assert len(first) == len(VOICES) < len(full.utterances)
