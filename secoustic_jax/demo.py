@@ -98,8 +98,11 @@ def phase_setup(ctx: dict) -> dict:
     if missing:
         raise DemoError(f"missing: {', '.join(missing)} (run `make install` as root)")
     probe = contention_factor()
-    ctx["plan"] = make_plan(ctx["budget_s"], slowdown(probe), quick=ctx["quick"],
-                            corpus_size=ctx["corpus_size"])
+    plan = make_plan(ctx["budget_s"], slowdown(probe), quick=ctx["quick"],
+                     corpus_size=ctx["corpus_size"])
+    # The disentanglement probes read every utterance of the corpus: their reserve scales.
+    plan.probe_utts = sum(len(v) for v in corpus_plan(CorpusConfig(size=plan.corpus_size)).values())
+    ctx["plan"] = plan
     print(f"  tools ok; contention probe {probe:.2f} (wall/CPU of a single-thread loop; 1 = idle "
           f"cores) -> expected slowdown x{slowdown(probe):.2f}\n  plan: {ctx['plan'].describe()}", flush=True)
     return {"contention_factor": probe, "slowdown": slowdown(probe), "plan": ctx["plan"].to_dict()}
@@ -159,7 +162,8 @@ def _e1_subset(ctx: dict, n: int) -> pathlib.Path:
 
 def phase_evaluate(ctx: dict) -> dict:
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
-    sizes = plan_eval(left, ctx["plan"].factor) if not ctx["quick"] else ctx["plan"].eval_sizes
+    plan = ctx["plan"]
+    sizes = plan_eval(left, plan.factor, plan.probe_utts) if not ctx["quick"] else plan.eval_sizes
     print(f"  {left / 60:.1f} min left: E2-unseen {sizes.e2_unseen}, E2 {sizes.e2_per_speaker}/speaker, "
           f"E1 {sizes.e1}, VC pairs {sizes.vc_pairs}", flush=True)
     corpus = pathlib.Path(ctx["corpus"])

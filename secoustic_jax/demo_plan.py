@@ -38,10 +38,13 @@ COST = {
     # (894 - 275 - 48) / 476 = 1.20. Their mean.
     "eval_per_audio_s": 1.30,
     "vc_per_audio_s": 0.35,
-    "probe": 60.0,  # speaker probes on every corpus utterance (44 s with cached embeddings)
+    # Speaker probes on every corpus utterance, per utterance: 123 s for 412 in the
+    # 2026-12-07 21.5 Hz reproduction, a fresh corpus (speaker embeddings computed; 44 s
+    # with them cached). 60 s in all until then, short by ~1 min on a fresh corpus.
+    "probe_per_utt": 0.30,
     "report": 20.0,
 }
-_EVAL_FIXED = COST["eval_fixed"] + COST["probe"] + COST["timing"] + COST["report"]
+PROBE_UTTS = 412  # utterances of the demo corpus (CORPUS_SIZE), which the probes read
 # Shares of the training time of stages 1, 2 and 3 (finetune). From the PCA init
 # (configs/tiny.py) stage 1 is within 0.001 of its PCA-64 bound after ~1000 steps
 # (docs/training.md), so most of the time goes to the token path, and more of it to
@@ -55,7 +58,7 @@ STAGE_TIME_SHARES = (0.15, 0.35, 0.5)
 SUSTAINED_STEP = 1.05
 STAGES = ("acoustic", "semantic", "finetune")
 MIN_STEPS = 60
-CORPUS_SIZE = "50"  # utterances per WER voice: ~0.5 h, 5 test utterances per voice, 12 held-out
+CORPUS_SIZE = "50"  # utterances per WER voice: 1.0 h, 5 test utterances per voice, 12 held-out
 E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
 
 
@@ -109,13 +112,19 @@ class EvalSizes:
         return audio * COST["eval_per_audio_s"] + self.vc_pairs * E2_SECONDS * COST["vc_per_audio_s"]
 
 
+def eval_fixed(probe_utts: int = PROBE_UTTS) -> float:
+    """Idle seconds of the evaluation that do not scale with the test sets' sizes."""
+    return (COST["eval_fixed"] + probe_utts * COST["probe_per_utt"] + COST["timing"]
+            + COST["report"])
+
+
 EVAL_MIN = EvalSizes(e2_unseen=4, e2_per_speaker=2, e1=12, vc_pairs=7)
 EVAL_MAX = EvalSizes(e2_unseen=12, e2_per_speaker=4, e1=60, vc_pairs=21)
 
 
-def plan_eval(seconds_left: float, factor: float) -> EvalSizes:
+def plan_eval(seconds_left: float, factor: float, probe_utts: int = PROBE_UTTS) -> EvalSizes:
     """Largest sizes between EVAL_MIN and EVAL_MAX whose estimated cost fits."""
-    budget = seconds_left / factor - _EVAL_FIXED
+    budget = seconds_left / factor - eval_fixed(probe_utts)
     lo, hi = EVAL_MIN.seconds(), EVAL_MAX.seconds()
     x = 0.0 if budget <= lo else min(1.0, (budget - lo) / (hi - lo))
     mix = lambda a, b: int(a + x * (b - a))  # floor: never above the estimate  # noqa: E731
@@ -133,6 +142,7 @@ class Plan:
     factor: float
     corpus_size: str
     eval_sizes: EvalSizes
+    probe_utts: int = PROBE_UTTS  # corpus utterances the disentanglement probes will read
     train_steps: tuple[int, ...] | None = None  # per stage of STAGES
     step_costs: tuple[float, ...] | None = None  # measured wall s/step, per stage
     quick: bool = False
@@ -174,9 +184,9 @@ def data_overrides(corpus_dir) -> list[str]:
     return [f"data.root={corpus_dir}", f"data.pipeline.feature_cache={corpus_dir}/features"]
 
 
-def eval_reserve(factor: float, sizes: EvalSizes = EVAL_MAX) -> float:
+def eval_reserve(factor: float, sizes: EvalSizes = EVAL_MAX, probe_utts: int = PROBE_UTTS) -> float:
     """Wall seconds to keep for evaluation and the report after training."""
-    return factor * (_EVAL_FIXED + sizes.seconds())
+    return factor * (eval_fixed(probe_utts) + sizes.seconds())
 
 
 def make_plan(budget_s: float, factor: float, quick: bool = False,
@@ -192,7 +202,7 @@ def make_plan(budget_s: float, factor: float, quick: bool = False,
 
 def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float,
                shares: tuple[float, ...] = STAGE_TIME_SHARES,
-               sustained: float = SUSTAINED_STEP) -> tuple[int, ...]:
+               sustained: float = SUSTAINED_STEP, probe_utts: int = PROBE_UTTS) -> tuple[int, ...]:
     """Steps per stage that fill `seconds_left` (the budget still unspent at the start of
     training) minus the compile, validation and evaluation reserves.
 
@@ -213,13 +223,13 @@ def plan_train(seconds_left: float, step_costs: tuple[float, ...], factor: float
         raise ValueError(f"plan_train: sustained must be >= 1 (never plan more steps than the "
                          f"calibration says fit), got sustained={sustained}")
     fixed = factor * (COST["train_compile"] + COST["train_validation"] + COST["stats"])
-    train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
+    train_s = max(seconds_left - fixed - eval_reserve(factor, probe_utts=probe_utts), 0.0)
     return tuple(max(MIN_STEPS, int(f * train_s / (c * sustained)) // 10 * 10)
                  for f, c in zip(shares, step_costs))
 
 
 def replan_last(seconds_left: float, calibrated: tuple[float, ...], measured: tuple[float, float],
-                factor: float) -> tuple[int, float]:
+                factor: float, probe_utts: int = PROBE_UTTS) -> tuple[int, float]:
     """Steps of the last stage, sized again when every earlier stage has finished.
 
     calibrated: the start-up step costs (s), one per stage; measured: (index, wall s per
@@ -236,5 +246,5 @@ def replan_last(seconds_left: float, calibrated: tuple[float, ...], measured: tu
     cost = calibrated[-1] * wall / calibrated[idx]
     # The last stage's share of the compile and validation reserves of plan_train.
     fixed = factor * (COST["train_compile"] + COST["train_validation"]) / len(calibrated)
-    train_s = max(seconds_left - fixed - eval_reserve(factor), 0.0)
+    train_s = max(seconds_left - fixed - eval_reserve(factor, probe_utts=probe_utts), 0.0)
     return max(MIN_STEPS, int(train_s / cost) // 10 * 10), cost

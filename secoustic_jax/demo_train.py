@@ -80,7 +80,8 @@ def _replan(ctx: dict, plan: Plan, workdir: pathlib.Path, before: str, ran: dict
     else:  # finished before this call: the planning estimate stands in for a measurement
         wall = plan.step_costs[i] * ctx["sustained"]
         source = f"{before} not run in this call: calibrated x {ctx['sustained']}"
-    steps, cost = replan_last(left, plan.step_costs, (i, wall), plan.factor)
+    steps, cost = replan_last(left, plan.step_costs, (i, wall), plan.factor,
+                              probe_utts=plan.probe_utts)
     old = plan.train_steps[-1]
     plan.train_steps = (*plan.train_steps[:-1], steps)
     plan.replanned = {"stage": STAGES[-1], "planned": old, "steps": steps,
@@ -120,7 +121,8 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     costs = measure_step_costs(probe, steps=12)
     step_costs = tuple(costs["step_s"][n] for n in STAGES)
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
-    plan.train_steps = plan_train(left, step_costs, plan.factor, sustained=ctx["sustained"])
+    plan.train_steps = plan_train(left, step_costs, plan.factor, sustained=ctx["sustained"],
+                                  probe_utts=plan.probe_utts)
     plan.step_costs = step_costs
     workdir.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps({"steps": plan.train_steps, "step_costs": step_costs,

@@ -41,6 +41,24 @@ def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
     assert all(abs(s - n * SUSTAINED_STEP / 1.2) <= 10 for s, n in zip(slow, steps))
 
 
+def test_the_probe_reserve_scales_with_the_corpus_the_probes_read():
+    from secoustic_jax.demo_plan import (COST, EVAL_MAX, PROBE_UTTS, eval_reserve, plan_eval,
+                                         plan_train, replan_last)
+
+    extra = 413 * COST["probe_per_utt"]  # 825 utterances ('default' corpus) instead of 412
+    assert PROBE_UTTS == 412
+    assert eval_reserve(2.0, probe_utts=825) == pytest.approx(eval_reserve(2.0) + 2.0 * extra)
+    # The training time the probes now keep comes out of the steps, stage by stage.
+    costs, left = (0.2, 0.2, 0.5), 120 * 60
+    base, big = plan_train(left, costs, 1.0), plan_train(left, costs, 1.0, probe_utts=825)
+    assert base == plan_train(left + extra, costs, 1.0, probe_utts=825)
+    assert all(b < a for a, b in zip(base, big))
+    assert replan_last(3600 + extra, costs, (1, 0.2), 1.0, probe_utts=825) == replan_last(
+        3600, costs, (1, 0.2), 1.0)
+    # The evaluation is sized after the probes' share: the same sets fit in `extra` more.
+    assert plan_eval(750 + extra, 1.0, probe_utts=825) == plan_eval(750, 1.0) != EVAL_MAX
+
+
 def test_the_last_stage_is_sized_again_from_the_measured_rate_of_the_one_before():
     from secoustic_jax.demo_plan import COST, MIN_STEPS, eval_reserve, replan_last
 
