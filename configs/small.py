@@ -30,6 +30,9 @@ success 0.90 -> 0.35); not adopted (docs/reproduction.md).
 The stage-3 voice warp alone (0.1 on half the items; commit 619ce80, 2026-12-07) made the
 held-out voice worse, not better (token WER 0.355 -> 0.477), and the voice split too
 (pooled S 0.869 -> 0.956, VC success 0.90 -> 0.60); not adopted (docs/reproduction.md).
+The 2 h corpus (`--corpus-size default`, 2026-12-07, 70 % of the steps on a slower day) left
+the token path where it was (E2 token WB-PESQ 1.489 on the same utterances, held-out voice
+1.225) and weakened the voice split (pooled S 0.941, VC success 0.70); not adopted.
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.
