@@ -64,6 +64,8 @@ def _named(spec: str) -> tuple[str | None, str]:
 def load_sets(args) -> list:
     from secoustic_jax.eval.testset import from_audio_dir, from_manifest
 
+    if args.per_speaker is not None and args.per_speaker < 1:
+        raise ValueError(f"--per-speaker must be >= 1, got {args.per_speaker}")
     sets = []
     for spec in args.manifest:
         name, path = _named(spec)

@@ -310,3 +310,6 @@ def test_per_speaker_keeps_the_first_n_of_each_speaker(eval_set):
         first.setdefault(u.speaker, u.utt_id)
     assert [u.utt_id for u in one.utterances] == list(first.values())
     assert len(first) == len(VOICES) < len(full.utterances)
+    args.per_speaker = 0  # would keep nothing: named, not an empty set
+    with pytest.raises(ValueError, match="--per-speaker must be >= 1"):
+        eval_cli.load_sets(args)
