@@ -121,7 +121,7 @@ def phase_corpus(ctx: dict) -> dict:
             return {"reused": True, "utterances": meta["utterances"], "hours": meta["hours"], "dir": str(out)}
         raise DemoError(f"{out} holds a corpus built with another config; remove it, pass "
                         "--fresh, or choose --corpus DIR")
-    total = sum(len(v) for v in corpus_plan(cfg).values())
+    total = plan.probe_utts  # the corpus plan's utterance count, taken at setup
     wavs = out / "wavs"
     with Heartbeat("corpus utterances written", lambda: sum(1 for _ in wavs.rglob("*.wav")) if wavs.exists() else 0, total):
         meta = build_corpus(out, cfg, log=lambda *a: print("  " + " ".join(map(str, a)), flush=True))
