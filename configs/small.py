@@ -33,6 +33,10 @@ held-out voice worse, not better (token WER 0.355 -> 0.477), and the voice split
 The 2 h corpus (`--corpus-size default`, 2026-12-07, 70 % of the steps on a slower day) left
 the token path where it was (E2 token WB-PESQ 1.489 on the same utterances, held-out voice
 1.225) and weakened the voice split (pooled S 0.941, VC success 0.70); not adopted.
+600-step stage-3 fine-tunes of that run (2026-12-07: no L_ac, no contrastive term, lr x 1,
+L1 mel, G's KL at 1e-3 / 1e-2) all end within 2 % of its valid token-path mel 0.27; only
+finer FSQ levels (5^8, a diagnostic: the official codebook is 3^8) move it, -18 %
+(docs/training.md, "What moves the `small` token path at all?").
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.

@@ -24,19 +24,36 @@ def masked_mse(pred, target, mask):
     pred [B, T_p, C] with T_p >= T (extra decoded frames are ignored, training.md §2.1),
     target [B, T, C], mask [B, T] (1 = valid). -> (loss, {"count": #valid frames}).
     """
+    return _masked_mean(jnp.square, pred, target, mask, "masked_mse")
+
+
+def masked_l1(pred, target, mask):
+    """As `masked_mse` with |pred - target| in place of the square."""
+    return _masked_mean(jnp.abs, pred, target, mask, "masked_l1")
+
+
+def _masked_mean(dist, pred, target, mask, name):
     t = target.shape[1]
     if pred.shape[1] < t or pred.shape[0] != target.shape[0] or pred.shape[2] != target.shape[2]:
-        raise ValueError(f"masked_mse: pred {pred.shape} cannot cover target {target.shape}")
+        raise ValueError(f"{name}: pred {pred.shape} cannot cover target {target.shape}")
     m = _f32(mask)
-    err = jnp.square(_f32(pred[:, :t]) - _f32(target)) * m[..., None]
+    err = dist(_f32(pred[:, :t]) - _f32(target)) * m[..., None]
     count = jnp.sum(m)
     return jnp.sum(err) / (target.shape[2] * jnp.maximum(count, 1.0)), {"count": count}
 
 
-def mel_loss(mel_hat, mel, mel_mask):
-    """L_mel: MSE on the log mel, acoustic path. mel_hat [B, h*T', 80], mel [B, T, 80]."""
-    loss, m = masked_mse(mel_hat, mel, mel_mask)
-    return loss, {"mel": loss, "mel_frames": m["count"]}
+_MEL_DISTANCE_FNS = {"mse": masked_mse, "l1": masked_l1}  # keys: config MEL_DISTANCES
+
+
+def mel_loss(mel_hat, mel, mel_mask, distance: str = "mse"):
+    """L_mel on the log mel: MSE (the paper) or L1 (`loss.mel_distance`).
+
+    mel_hat [B, h*T', 80], mel [B, T, 80], mel_mask [B, T].
+    """
+    loss, m = _MEL_DISTANCE_FNS[distance](mel_hat, mel, mel_mask)
+    # The MSE is reported whatever the distance, so curves of runs stay comparable.
+    mse = loss if distance == "mse" else masked_mse(mel_hat, mel, mel_mask)[0]
+    return loss, {"mel": loss, "mel_frames": m["count"], "mel_mse": mse}
 
 
 def acoustic_loss(a_hat, a_star, token_mask):

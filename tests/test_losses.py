@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from secoustic_jax import losses
+from secoustic_jax.config.base import ConfigError
 from secoustic_jax.config.train import LossConfig
 
 RTOL = 1e-5  # float32 vs float64 reference over <= a few thousand summed terms
@@ -46,6 +47,29 @@ def test_mel_loss_matches_numpy_and_ignores_extra_frames(rng):
     assert float(m["mel_frames"]) == 16
     with pytest.raises(ValueError, match="cannot cover"):
         losses.mel_loss(pred[:, :8], target, mask)
+
+
+def test_mel_loss_l1_matches_numpy_and_still_reports_the_mse(rng):
+    pred = rng.normal(size=(2, 12, 80)).astype(np.float32)
+    target = rng.normal(size=(2, 10, 80)).astype(np.float32)
+    mask = np.zeros((2, 10), np.float32)
+    mask[0, :7], mask[1, :10] = 1, 1
+    got, m = losses.mel_loss(pred, target, mask, "l1")
+    diff = pred[:, :10] - target
+    want_l1 = (np.abs(diff[0, :7]).sum() + np.abs(diff[1]).sum()) / (80 * 17)
+    want_mse = ((diff[0, :7] ** 2).sum() + (diff[1] ** 2).sum()) / (80 * 17)
+    np.testing.assert_allclose(float(got), want_l1, rtol=RTOL)
+    np.testing.assert_allclose(float(m["mel_mse"]), want_mse, rtol=RTOL)
+    _, m_mse = losses.mel_loss(pred, target, mask)
+    assert float(m_mse["mel_mse"]) == float(m_mse["mel"])
+    with pytest.raises(ValueError, match="masked_l1: .*cannot cover"):
+        losses.mel_loss(pred[:, :8], target, mask, "l1")
+
+
+def test_mel_distance_is_validated():
+    LossConfig(mel_distance="l1").validate()
+    with pytest.raises(ConfigError, match="mel_distance must be one of"):
+        LossConfig(mel_distance="huber").validate()
 
 
 def test_acoustic_loss_matches_numpy_and_stops_gradient_to_target(rng):

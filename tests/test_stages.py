@@ -3,19 +3,23 @@
 Runs on the real codec's parameter tree (shapes only, nothing is compiled).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
+from secoustic_jax.config.base import ConfigError
 from secoustic_jax.training import sharding as shd
 from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet
 from secoustic_jax.training.optim import decay_mask, make_optimizer
 from secoustic_jax.training.runtime import model_shapes
 from secoustic_jax.training.stages import (STAGE1_MODULES, STAGE_TABLE, StageMaskError, StageSpec,
-                                           param_labels, path_labels, stage_spec, stats_labels)
+                                           loss_weights, param_labels, path_labels, stage_spec,
+                                           stats_labels)
 from train_standin import tiny_experiment
 
 
@@ -62,6 +66,20 @@ def test_stage_table_rows_are_consistent():
     for name, spec in STAGE_TABLE.items():
         assert spec.name == name and not set(spec.trainable) & set(spec.frozen)
     assert stage_spec(2).frozen == ()  # stage 3 trains everything
+
+
+def test_kl_paralinguistic_scale_multiplies_only_gs_kl():
+    base = tiny_experiment(standin=False)
+    cfg = dataclasses.replace(base, loss=dataclasses.replace(base.loss,
+                                                             kl_paralinguistic_scale=100.0))
+    assert "kl_paralinguistic" not in loss_weights(cfg, 0, 0.5)  # stage 1 has no KL
+    for index in (1, 2):
+        w, w1 = loss_weights(cfg, index, 1e-5), loss_weights(base, index, 1e-5)
+        assert w["kl_paralinguistic"] == pytest.approx(1e-3) and w["kl_semantic"] == 1e-5
+        assert {k: v for k, v in w.items() if k != "kl_paralinguistic"} == \
+            {k: v for k, v in w1.items() if k != "kl_paralinguistic"}
+    with pytest.raises(ConfigError, match="kl_paralinguistic_scale"):
+        dataclasses.replace(base.loss, kl_paralinguistic_scale=-1.0).validate()
 
 
 @pytest.mark.parametrize("index", [0, 1])

@@ -19,6 +19,7 @@ from secoustic_jax.config.model import CodecConfig
 STAGE_NAMES = ("acoustic", "semantic", "finetune")
 CONTRASTIVE_INPUTS = ("ste", "mu", "pre_vae")
 ADVERSARY_MODES = ("reverse", "confusion", "speaker")
+MEL_DISTANCES = ("mse", "l1")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class LossConfig:
     """Loss weights and options (training.md §2-§3)."""
 
     mel_weight: float = 1.0
+    # Distance of every log-mel term (stage 1 and both stage-3 paths): "mse" (the paper) or
+    # "l1", whose conditional median blurs less where the tokens leave the mel uncertain.
+    mel_distance: str = "mse"
     acoustic_weight: float = 1.0  # alpha
     contrastive_weight: float = 1.0  # beta; the transcribed 1e-5 is suspect (training.md §3)
     kl_weight: float = 1e-5  # final value of w(step)
@@ -58,6 +62,10 @@ class LossConfig:
     kl_ramp_uses_stage_step: bool = True
     kl_margin_semantic: float = 1.0  # nats per frame
     kl_margin_paralinguistic: float = 1.0  # nats per utterance
+    # G's KL weight is w(step) times this ([project]; 1 = the paper's single weight): a
+    # larger value keeps G near the prior and noisy in training, so the connector learns a
+    # smooth G space that an unseen voice can land in.
+    kl_paralinguistic_scale: float = 1.0
     kl_hinge: str = "per_item"  # or "batch_mean"
     contrastive_input: str = "ste"  # "ste" | "mu" | "pre_vae"
     contrastive_dim: int = 256
@@ -82,6 +90,11 @@ class LossConfig:
     def validate(self) -> None:
         if self.kl_hinge not in ("per_item", "batch_mean"):
             raise ConfigError(f"loss.kl_hinge must be per_item or batch_mean, got {self.kl_hinge!r}")
+        if not (self.kl_paralinguistic_scale >= 0 and math.isfinite(self.kl_paralinguistic_scale)):
+            raise ConfigError("loss.kl_paralinguistic_scale must be finite and >= 0")
+        if self.mel_distance not in MEL_DISTANCES:
+            raise ConfigError(f"loss.mel_distance must be one of {MEL_DISTANCES}, "
+                              f"got {self.mel_distance!r}")
         if self.contrastive_input not in CONTRASTIVE_INPUTS:
             raise ConfigError(f"loss.contrastive_input must be one of {CONTRASTIVE_INPUTS}")
         if self.kl_ramp_end < self.kl_ramp_start:

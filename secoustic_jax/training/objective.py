@@ -46,7 +46,7 @@ def stage_objective(net: TrainNet, variables, batch, rngs, *, stage_index: int, 
     new_stats = variables.get("batch_stats", {})
     if spec.forward == "acoustic":
         _, mel_hat = net.apply(variables, mel, method=TrainNet.acoustic)
-        terms["mel"], m = losses.mel_loss(mel_hat, mel, mel_mask)
+        terms["mel"], m = losses.mel_loss(mel_hat, mel, mel_mask, config.loss.mel_distance)
     else:
         aug = config.augment
         if train and aug.voice_warp > 0 and STAGE_NAMES[stage_index] in aug.voice_warp_stages:
@@ -102,9 +102,13 @@ def _full_terms(config: ExperimentConfig, res, batch, key, weights):
                                                          lc.kl_margin_paralinguistic, per_item)
     metrics.update({f"kl_paralinguistic/{k}": v for k, v in m.items()})
     if "mel" in weights:
-        terms["mel"], _ = losses.mel_loss(out.mel_from_acoustic, batch["mel"], batch["mel_mask"])
-        terms["mel_connector"], _ = losses.mel_loss(res["mel_connector"], batch["mel"],
-                                                    batch["mel_mask"])
+        dist = config.loss.mel_distance
+        terms["mel"], m = losses.mel_loss(out.mel_from_acoustic, batch["mel"], batch["mel_mask"],
+                                          dist)
+        metrics["mel_mse/acoustic"] = m["mel_mse"]
+        terms["mel_connector"], m = losses.mel_loss(res["mel_connector"], batch["mel"],
+                                                    batch["mel_mask"], dist)
+        metrics["mel_mse/connector"] = m["mel_mse"]
     if "speaker_adversary" in weights:
         terms["speaker_adversary"], m = adversary_term(*res["adversary"],
                                                        mode=lc.speaker_adversary_mode)

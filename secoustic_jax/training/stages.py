@@ -104,12 +104,14 @@ OPTIONAL_TERMS = ("speaker_adversary",)
 
 
 def loss_weights(config: ExperimentConfig, index: int, kl_w) -> dict:
-    """term -> weight for stage `index`; "kl" entries take the ramp value `kl_w`; optional
-    terms (OPTIONAL_TERMS) at weight 0, and the adversary outside
-    `loss.speaker_adversary_stages`, are left out."""
+    """term -> weight for stage `index`; "kl" entries take the ramp value `kl_w` (G's times
+    `loss.kl_paralinguistic_scale`); optional terms (OPTIONAL_TERMS) at weight 0, and the
+    adversary outside `loss.speaker_adversary_stages`, are left out."""
     spec = stage_spec(index)
     weights = {term: (kl_w if field == "kl" else getattr(config.loss, field))
                for term, field in spec.losses}
+    if "kl_paralinguistic" in weights:
+        weights["kl_paralinguistic"] = kl_w * config.loss.kl_paralinguistic_scale
     if STAGE_NAMES[index] not in config.loss.speaker_adversary_stages:
         weights.pop("speaker_adversary", None)
     return {t: w for t, w in weights.items() if not (t in OPTIONAL_TERMS and w == 0)}
