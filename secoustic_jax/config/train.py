@@ -52,7 +52,8 @@ class LossConfig:
 
     mel_weight: float = 1.0
     # Distance of every log-mel term (stage 1 and both stage-3 paths): "mse" (the paper) or
-    # "l1", whose conditional median blurs less where the tokens leave the mel uncertain.
+    # "l1" ([project]: a conditional median in place of a mean; in a 600-step `small` A/B it
+    # lowered the acoustic path's error and left the token path's, docs/training.md).
     mel_distance: str = "mse"
     acoustic_weight: float = 1.0  # alpha
     contrastive_weight: float = 1.0  # beta; the transcribed 1e-5 is suspect (training.md §3)
@@ -63,8 +64,8 @@ class LossConfig:
     kl_margin_semantic: float = 1.0  # nats per frame
     kl_margin_paralinguistic: float = 1.0  # nats per utterance
     # G's KL weight is w(step) times this ([project]; 1 = the paper's single weight): a
-    # larger value keeps G near the prior and noisy in training, so the connector learns a
-    # smooth G space that an unseen voice can land in.
+    # larger value keeps G near the prior and noisy in training, meant to give an unseen
+    # voice a smooth G space to land in (600-step `small` A/B: no gain, docs/training.md).
     kl_paralinguistic_scale: float = 1.0
     kl_hinge: str = "per_item"  # or "batch_mean"
     contrastive_input: str = "ste"  # "ste" | "mu" | "pre_vae"
