@@ -12,6 +12,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing
+import os
+import threading
+import time
 import warnings
 from typing import Iterable, Iterator
 
@@ -27,6 +30,7 @@ from secoustic_jax.vocoder import fit_length, griffin_lim
 ASR_THREADS = 1  # fixed: CTranslate2 int8 GEMM results may depend on the thread count
 CODEC_SR = 22050
 AUDIO_MIN_S = 1.0  # PESQ/STOI/LSD/SIM only on utterances >= 1 s (E1-1s, evaluation.md §3)
+PARENT_POLL_S = 1.0  # how soon a worker whose parent died notices it and exits
 
 
 @dataclasses.dataclass
@@ -70,9 +74,18 @@ def _torch_one_thread() -> None:
         torch.set_num_threads(1)
 
 
-def _init_worker() -> None:
-    """Worker set-up: quiet warnings (the parent reports failures per metric)."""
+def _init_worker(parent: int) -> None:
+    """Worker set-up: quiet warnings (the parent reports failures per metric), and leave
+    when the parent `parent` (a pid) dies: the pool queues every job up front, so a worker
+    of a killed eval.py would otherwise score the rest of the queue for nobody."""
     warnings.filterwarnings("ignore")
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _output_wav(job: Job) -> np.ndarray:
@@ -163,7 +176,8 @@ class Scorer:
         self._pool = None
         if workers > 0:
             ctx = multiprocessing.get_context("spawn")  # never fork a process holding JAX
-            self._pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+            self._pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                initargs=(os.getpid(),))
 
     def map(self, jobs: Iterable[Job]) -> Iterator[Scored]:
         """Results in job order (lazily; a pool works ahead on the next jobs)."""
