@@ -37,6 +37,8 @@ the token path where it was (E2 token WB-PESQ 1.489 on the same utterances, held
 L1 mel, G's KL at 1e-3 / 1e-2) all end within 2 % of its valid token-path mel 0.27; only
 finer FSQ levels (5^8, a diagnostic: the official codebook is 3^8) move it, -18 %
 (docs/training.md, "What moves the `small` token path at all?").
+A code-usage term (`loss.code_usage_weight` 0.1 / 1, same protocol, 2026-12-07 afternoon)
+used more codes (43 % -> 59 %) and left the seen voices level or worse (+4.8 % at 1).
 Prompts from another utterance and same-phone negative masking did not help in the tiny
 A/B runs and stay off. The KL ramp and warm-up scale with the stage lengths as in
 configs/tiny.py.

@@ -164,3 +164,67 @@ def test_contrastive_subsampling_uses_a_subset_of_valid_frames(rng):
     assert float(m["frames"]) == 20
     with pytest.raises(ValueError, match="PRNG key"):
         losses.contrastive_loss(u, v, mask, 6.0, max_frames=20)
+
+
+def ref_code_usage(b, levels, mask, tau):
+    """float64 enumeration of the K codes: 1 - (H(batch mean) - mean frame entropy) / ln K."""
+    import itertools
+    frames, w = b.reshape(-1, b.shape[-1]).astype(np.float64), mask.reshape(-1) > 0
+    basis = np.cumprod([1] + list(levels[:-1]))
+    k = int(np.prod(levels))
+    joint = np.zeros((len(frames), k))
+    for n, x in enumerate(frames):
+        ps = []
+        for d, lv in enumerate(levels):
+            lg = -(x[d] - (np.arange(lv) - lv // 2)) ** 2 / tau
+            p = np.exp(lg - lg.max())
+            ps.append(p / p.sum())
+        for digits in itertools.product(*[range(lv) for lv in levels]):
+            joint[n, np.dot(digits, basis)] = np.prod([ps[d][j] for d, j in enumerate(digits)])
+    h = lambda p: -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=-1)
+    info = h(joint[w].mean(0)) - h(joint[w]).mean()
+    return 1.0 - info / np.log(k)
+
+
+def test_code_usage_matches_enumeration(rng):
+    b = rng.uniform(-1.2, 1.2, size=(2, 6, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], np.float32)
+    levels = (3, 4, 2)  # mixed and even level counts: centres k - floor(L/2)
+    loss, m = losses.code_usage_loss(b, levels, mask, 0.3)
+    np.testing.assert_allclose(float(loss), ref_code_usage(b, levels, mask, 0.3), rtol=RTOL)
+    assert 0.0 < float(m["frame_entropy_bits"]) < float(m["batch_entropy_bits"])
+
+
+def test_code_usage_limits_and_threshold_parking():
+    levels, tau = (3, 3), 0.01  # a tiny temperature makes the assignment hard
+    grid = np.array([[i, j] for j in (-1, 0, 1) for i in (-1, 0, 1)], np.float32)[None]
+    ones = np.ones((1, 9), np.float32)
+    # Every one of the K = 9 codes used once: the most a batch can be told apart.
+    assert float(losses.code_usage_loss(grid, levels, ones, tau)[0]) == pytest.approx(0.0, abs=1e-6)
+    # All frames on one code: no information.
+    same = np.zeros((1, 9, 2), np.float32)
+    assert float(losses.code_usage_loss(same, levels, ones, tau)[0]) == pytest.approx(1.0, abs=1e-6)
+    # Every frame on a rounding threshold spreads the batch mean but each frame as much:
+    # the term stays at 1, so parking values there cannot lower it.
+    park = np.full((1, 9, 2), 0.5, np.float32)
+    assert float(losses.code_usage_loss(park, levels, ones, tau)[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_code_usage_ignores_padded_frames(rng):
+    b = rng.uniform(-1, 1, size=(2, 5, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
+    levels = (3,) * 8
+    f = lambda x: losses.code_usage_loss(x, levels, mask, 0.1)[0]
+    moved = b.copy()
+    moved[0, 3:] = 7.0  # padding content must not matter
+    assert float(f(b)) == pytest.approx(float(f(moved)), rel=RTOL)
+    g = np.asarray(jax.grad(f)(jnp.asarray(b)))
+    assert np.all(g[0, 3:] == 0) and np.any(g[1] != 0)
+
+
+@pytest.mark.parametrize("field,value", [("code_usage_weight", -0.1),
+                                         ("code_usage_weight", float("nan")),
+                                         ("code_usage_temperature", 0.0)])
+def test_code_usage_options_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        dataclasses.replace(LossConfig(), **{field: value}).validate()

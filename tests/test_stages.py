@@ -82,6 +82,44 @@ def test_kl_paralinguistic_scale_multiplies_only_gs_kl():
         dataclasses.replace(base.loss, kl_paralinguistic_scale=-1.0).validate()
 
 
+def test_code_usage_term_is_in_the_token_stages_only_when_on():
+    base = tiny_experiment(standin=False)
+    on = dataclasses.replace(base, loss=dataclasses.replace(base.loss, code_usage_weight=0.5))
+    for index in (0, 1, 2):
+        assert "code_usage" not in loss_weights(base, index, 0.0)  # off: not computed
+        assert loss_weights(on, index, 0.0).get("code_usage") == (None if index == 0 else 0.5)
+
+
+def test_code_usage_term_reaches_the_quantiser_input():
+    """With the term on, stage 2's objective carries it with its weight and its gradient
+    reaches FSQ's project_in (through the bound, not only through the rounding's STE)."""
+    import flax.linen as nn
+    from secoustic_jax.training.objective import split_rngs, stage_objective
+    from train_standin import standin_factory
+
+    cfg, _ = resolve_config(tiny_experiment({"loss.code_usage_weight": 1.0}))
+    key = jax.random.PRNGKey(0)
+    mel = jax.random.normal(key, (2, 32, 80)) - 5
+    batch = {"mel": mel, "mel_mask": jnp.ones((2, 32)).at[1, 24:].set(0),
+             "prompt_mel": mel[:, :16], "prompt_lengths": jnp.full((2,), 16),
+             "phones": jnp.ones((2, 4), jnp.int32), "phone_durations": jnp.full((2, 4), 8)}
+    net = TrainNet(cfg, standin_factory)
+    variables = nn.unbox(net.init({"params": key, "sample": key, "dropout": key}, batch))
+    rngs = split_rngs(jax.random.PRNGKey(3))
+
+    def usage(params):
+        _, (metrics, _) = stage_objective(net, {**variables, "params": params}, batch, rngs,
+                                          stage_index=1, kl_w=0.0)
+        return metrics["loss/code_usage"], metrics
+
+    (value, metrics), grads = jax.value_and_grad(usage, has_aux=True)(variables["params"])
+    assert 0.0 < float(value) < 1.0
+    assert float(metrics["weighted/code_usage"]) == pytest.approx(float(value))
+    proj = _flat(grads)
+    assert any(k.startswith("codec/fsq/project_in") and np.any(np.asarray(v))
+               for k, v in proj.items())
+
+
 @pytest.mark.parametrize("index", [0, 1])
 def test_frozen_parameters_get_no_optimizer_state(shapes, index):
     cfg, sh = shapes

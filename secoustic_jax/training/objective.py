@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from secoustic_jax import losses
 from secoustic_jax.audio.warp import sample_alpha, warp_log_mel
 from secoustic_jax.config.train import STAGE_NAMES, ExperimentConfig
+from secoustic_jax.quantizer.fsq import bound
 from secoustic_jax.training.adversary import adversary_term
 from secoustic_jax.training.model import TrainNet, token_mask
 from secoustic_jax.training.stages import loss_weights, stage_spec
@@ -113,6 +114,11 @@ def _full_terms(config: ExperimentConfig, res, batch, key, weights):
         terms["speaker_adversary"], m = adversary_term(*res["adversary"],
                                                        mode=lc.speaker_adversary_mode)
         metrics.update({f"speaker_adversary/{k}": v for k, v in m.items()})
+    if "code_usage" in weights:
+        levels = config.codec.fsq.levels
+        terms["code_usage"], m = losses.code_usage_loss(
+            bound(out.fsq_projected, levels), levels, tmask, lc.code_usage_temperature)
+        metrics.update({f"code_usage/{k}": v for k, v in m.items() if k != "code_usage"})
     metrics.update(_codebook_metrics(out, tmask, config.codec.codebook_size))
     return terms, metrics
 

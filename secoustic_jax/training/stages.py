@@ -44,12 +44,14 @@ STAGE_TABLE: dict[str, StageSpec] = {
     "semantic": StageSpec("semantic", STAGE2_MODULES, STAGE1_MODULES,
                           (("acoustic", "acoustic_weight"), ("contrastive", "contrastive_weight"),
                            ("kl_semantic", "kl"), ("kl_paralinguistic", "kl"),
-                           ("speaker_adversary", "speaker_adversary_weight")), "full"),
+                           ("speaker_adversary", "speaker_adversary_weight"),
+                           ("code_usage", "code_usage_weight")), "full"),
     "finetune": StageSpec("finetune", STAGE1_MODULES + STAGE2_MODULES, (),
                           (("mel", "mel_weight"), ("mel_connector", "mel_weight"),
                            ("acoustic", "acoustic_weight"), ("contrastive", "contrastive_weight"),
                            ("kl_semantic", "kl"), ("kl_paralinguistic", "kl"),
-                           ("speaker_adversary", "speaker_adversary_weight")), "full"),
+                           ("speaker_adversary", "speaker_adversary_weight"),
+                           ("code_usage", "code_usage_weight")), "full"),
 }
 assert tuple(STAGE_TABLE) == STAGE_NAMES
 
@@ -99,8 +101,9 @@ def stage_spec(index: int) -> StageSpec:
     return STAGE_TABLE[STAGE_NAMES[index]]
 
 
-# Terms whose module exists only when their weight is > 0: at 0 they are not computed.
-OPTIONAL_TERMS = ("speaker_adversary",)
+# Optional terms (the adversary's head exists only when its weight is > 0; the code-usage
+# term costs a [frames, K] tensor): at weight 0 they are not computed.
+OPTIONAL_TERMS = ("speaker_adversary", "code_usage")
 
 
 def loss_weights(config: ExperimentConfig, index: int, kl_w) -> dict:
