@@ -24,7 +24,6 @@ import importlib
 import json
 import os
 import pathlib
-import platform
 import resource
 import shutil
 import sys
@@ -44,7 +43,7 @@ from secoustic_jax.demo_train import phase_train
 from secoustic_jax.eval import disentangle
 from secoustic_jax.eval.checkpoints import load_codec
 from secoustic_jax.eval.evaluate import EvalOptions, evaluate
-from secoustic_jax.eval.report import git_commit
+from secoustic_jax.eval.report import cpu_description, git_commit
 from secoustic_jax.eval.testset import from_manifest
 from secoustic_jax.training.logging import read_history
 from secoustic_jax.vocoder import load_vocoder
@@ -210,9 +209,7 @@ WHAT = {"setup": "tools, models, contention probe, plan", "corpus": "embedded sy
 
 
 def _machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.machine())
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_description()}, {os.cpu_count()} cores"
 
 
 def _cpu_seconds() -> float:

@@ -1,6 +1,7 @@
 """Each loss against a straightforward numpy reference; padding invariance; KL ramp values."""
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -168,7 +169,6 @@ def test_contrastive_subsampling_uses_a_subset_of_valid_frames(rng):
 
 def ref_code_usage(b, levels, mask, tau):
     """float64 enumeration of the K codes: 1 - (H(batch mean) - mean frame entropy) / ln K."""
-    import itertools
     frames, w = b.reshape(-1, b.shape[-1]).astype(np.float64), mask.reshape(-1) > 0
     basis = np.cumprod([1] + list(levels[:-1]))
     k = int(np.prod(levels))

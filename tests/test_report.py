@@ -157,3 +157,18 @@ def test_aggregate_counts_failures_and_is_order_independent():
     assert a["median"] == 2.0
     assert stats.aggregate([None]) == {"mean": None, "std": None, "median": None, "n": 0, "failures": 1}
     assert stats.quantize(0.70560361086694335) == stats.quantize(0.70560361086694330)
+
+
+@pytest.mark.parametrize("flags,want", [
+    ("fpu sse2 avx avx2 avx512f avx512bw", "AMD EPYC (AVX-512)"),
+    ("fpu sse2 avx avx2", "AMD EPYC (AVX2, no AVX-512)"),
+    ("fpu sse2 avx", "AMD EPYC (no AVX2)"),
+])
+def test_cpu_description_names_the_vector_extension(flags, want):
+    text = f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    assert report.describe_cpu(text, "x86_64") == want
+
+
+def test_cpu_description_without_model_or_flags():
+    # aarch64 /proc/cpuinfo has neither a model name nor x86 flags
+    assert report.describe_cpu("processor\t: 0\nBogoMIPS\t: 50.00\n", "aarch64") == "aarch64"

@@ -1,6 +1,7 @@
 """Stage table -> optimiser labels: exact cover of every parameter, no state for frozen ones.
 
-Runs on the real codec's parameter tree (shapes only, nothing is compiled).
+Runs on the real codec's parameter tree (shapes only, nothing is compiled); the code-usage
+term's test runs stage 2's objective on the stand-in codec.
 """
 
 import dataclasses
@@ -8,6 +9,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 from flax import traverse_util
 
@@ -15,12 +17,13 @@ from secoustic_jax.config.base import ConfigError
 from secoustic_jax.training import sharding as shd
 from secoustic_jax.training.loop import resolve_config
 from secoustic_jax.training.model import TrainNet
+from secoustic_jax.training.objective import split_rngs, stage_objective
 from secoustic_jax.training.optim import decay_mask, make_optimizer
 from secoustic_jax.training.runtime import model_shapes
 from secoustic_jax.training.stages import (STAGE1_MODULES, STAGE_TABLE, StageMaskError, StageSpec,
                                            loss_weights, param_labels, path_labels, stage_spec,
                                            stats_labels)
-from train_standin import tiny_experiment
+from train_standin import standin_factory, tiny_experiment
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +96,6 @@ def test_code_usage_term_is_in_the_token_stages_only_when_on():
 def test_code_usage_term_reaches_the_quantiser_input():
     """With the term on, stage 2's objective carries it with its weight and its gradient
     reaches FSQ's project_in (through the bound, not only through the rounding's STE)."""
-    import flax.linen as nn
-    from secoustic_jax.training.objective import split_rngs, stage_objective
-    from train_standin import standin_factory
-
     cfg, _ = resolve_config(tiny_experiment({"loss.code_usage_weight": 1.0}))
     key = jax.random.PRNGKey(0)
     mel = jax.random.normal(key, (2, 32, 80)) - 5

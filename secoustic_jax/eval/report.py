@@ -60,10 +60,36 @@ def package_versions(names: Sequence[str] = DEFAULT_PACKAGES) -> dict[str, str |
     return out
 
 
+def describe_cpu(cpuinfo: str, machine: str) -> str:
+    """'<model name> (<widest x86 vector extension>)' from the text of /proc/cpuinfo.
+
+    The same model name ("AMD EPYC") covers hosts with and without AVX-512, and the codec's
+    CPU timings differ several-fold between them, so a report names the extension too.
+    """
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    model = fields.get("model name", machine)
+    flags = set(fields.get("flags", "").split())
+    if not flags:
+        return model
+    simd = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    return f"{model} ({simd})"
+
+
+def cpu_description() -> str:
+    """`describe_cpu` of this host; the machine type where /proc/cpuinfo cannot be read."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    return describe_cpu(text, platform.machine())
+
+
 def machine_info() -> dict[str, Any]:
     """Host facts that affect numerics and timing (the device is added by the caller)."""
     return {"platform": platform.platform(), "machine": platform.machine(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count()}
+            "cpu": cpu_description(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}
 
 
 def git_commit(repo_dir=None) -> str | None:
