@@ -84,11 +84,10 @@ def code_usage_loss(bounded, levels, mask, temperature: float):
         joint = (p[:, :, None] * joint[:, None, :]).reshape(b.shape[0], -1)
     mean = jnp.sum(joint * w[:, None], axis=0) / n
     batch_h = -jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-30)))
-    info = batch_h - jnp.sum(frame_h * w) / n
-    log_k = sum(math.log(lv) for lv in levels)
-    loss = 1.0 - info / log_k
+    frame_h = jnp.sum(frame_h * w) / n
+    loss = 1.0 - (batch_h - frame_h) / sum(math.log(lv) for lv in levels)
     return loss, {"code_usage": loss, "batch_entropy_bits": batch_h / jnp.log(2.0),
-                  "frame_entropy_bits": jnp.sum(frame_h * w) / n / jnp.log(2.0)}
+                  "frame_entropy_bits": frame_h / jnp.log(2.0)}
 
 
 def acoustic_loss(a_hat, a_star, token_mask):
