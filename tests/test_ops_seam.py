@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from secoustic_jax import ops
+from secoustic_jax import kernels, ops
 from secoustic_jax.config.model import codec_preset
 from secoustic_jax.model.codec import SecoustiCodec
 from secoustic_jax.training import runtime as rtm, sharding as shd
@@ -85,7 +85,35 @@ def test_reference_encode_has_no_custom_calls():
         text = jax.jit(encode).lower(variables, mel).as_text()
     assert custom_calls(text) == set()
     with ops.backend.using("auto"):  # control: on CPU the fused attention kernel runs
-        assert "secoustic_window_attention" in custom_calls(jax.jit(encode).lower(variables, mel).as_text())
+        assert "secoustic_window_attention" in _auto_encode_calls(encode, variables, mel, True)
+
+
+def _auto_encode_calls(encode, variables, mel, vectorised: bool) -> set[str]:
+    """Custom calls of `encode` lowered under "auto", as if the kernel library's build had
+    (or had not) the AVX-512 path of window attention."""
+    real = ops.cpu.has_window_kernel
+    ops.cpu.has_window_kernel = lambda: vectorised
+    try:
+        with ops.backend.using("auto"):
+            return custom_calls(jax.jit(encode).lower(variables, mel).as_text())
+    finally:
+        ops.cpu.has_window_kernel = real
+
+
+def test_window_kernel_only_with_its_vector_build():
+    """Its scalar fallback is 4x slower than XLA's attention on an AVX2 CPU: such a build
+    stages the reference; the build this host made decides by its own flag."""
+    codec = SecoustiCodec(codec_preset("tiny"))
+    variables = jax.eval_shape(lambda: codec.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 80)),
+                                                  jnp.zeros((1, 8, 80)), train=False))
+    mel = jax.ShapeDtypeStruct((1, 600, 80), jnp.float32)
+    encode = lambda v, m: codec.apply(v, m, method=SecoustiCodec.encode_tokens)  # noqa: E731
+    assert "secoustic_window_attention" not in _auto_encode_calls(encode, variables, mel, False)
+    assert "secoustic_window_attention" in _auto_encode_calls(encode, variables, mel, True)
+    with ops.backend.using("auto"):
+        staged = "secoustic_window_attention" in custom_calls(
+            jax.jit(encode).lower(variables, mel).as_text())
+    assert staged == kernels.has_vector_window_attention()
 
 
 @pytest.mark.parametrize("name", ["auto", "reference"])

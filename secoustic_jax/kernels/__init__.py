@@ -241,6 +241,13 @@ def window_attention(qkv, cos, sin, context: int, scale: float):
                  context=np.int64(context), scale=np.float32(scale))
 
 
+def has_vector_window_attention() -> bool:
+    """Whether `window_attention` was built with its AVX-512 path. Without it the kernel
+    is a scalar loop, 4x slower than XLA's attention at T = 861 on an AVX2-only EPYC
+    (bench/NOTES.md), so the ops seam stages it only when this holds."""
+    return bool(_library().secoustic_window_attention_vectorised())
+
+
 def has_bf16_conv() -> bool:
     """Whether the library was built with AVX512_BF16 (the `conv_bf16` instruction set)."""
     return bool(_library().secoustic_has_bf16_conv())

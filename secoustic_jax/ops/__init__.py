@@ -24,11 +24,14 @@ __all__ = ["BF16_BITS", "DIMENSION_NUMBERS", "attend", "attend_ring", "backend",
 def window_attention(qkv, cos, sin, context: int, block: int | None):
     """qkv [B, T, 3, H, Dh] (unrotated in_proj rows), cos, sin [B or 1, T, Dh/2] ->
     [B, T, H, Dh]; `block` None = dense attention (short inputs), else banded with query
-    blocks of `block`. CPU variant: the fused kernel, for float32 rows."""
+    blocks of `block`. CPU variant: the fused kernel, for float32 rows, where the library
+    was built with its AVX-512 path (the scalar fallback is slower than the reference)."""
     def reference(*a):
         return ref.window_attention(*a, context, block)
 
-    if qkv.dtype != jnp.float32:
+    # The kernel only where it is faster: float32 rows, and a build with its vector path.
+    if (qkv.dtype != jnp.float32 or not backend.cpu_variants()
+            or not cpu.has_window_kernel()):
         return reference(qkv, cos, sin)
     return backend.dispatch(qkv, cos, sin, reference=reference,
                             cpu=lambda *a: cpu.window_attention(*a, context, block))
