@@ -8,7 +8,7 @@ Each function has the signature and the values of its reference in `ops/referenc
   softmax and weighted sum per block of 16 queries, in cache): the 86 Hz stack at T = 861
   took 143 instead of 279 ms on 2 Zen 5 cores (§8). Its gradient is the reference's.
   Staged only where the library has its AVX-512 path (`has_window_kernel`): the scalar
-  fallback is 4x slower than the reference on an AVX2-only CPU (§10).
+  fallback is 4x slower than the reference on an AVX2-only CPU (§11).
 - `attend_ring`: bf16 rings read by the `bf16_scores` / `bf16_mix` custom calls (XLA:CPU's
   own bf16 dot is ~10x slower than its float32 one at one query per step, §6).
 - `ring_dtype` / `ring_write`: bf16 rings stored as uint16 bit patterns (XLA:CPU widens a
