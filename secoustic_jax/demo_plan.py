@@ -58,6 +58,10 @@ STAGE_TIME_SHARES = (0.15, 0.35, 0.5)
 SUSTAINED_STEP = 1.05
 STAGES = ("acoustic", "semantic", "finetune")
 MIN_STEPS = 60
+# Seconds of timed steps per stage at calibration (windows of 12 steps until reached): one
+# 12-step window of the tiny finetune step (~9 s) read 0.73-1.02 s per step on a VM whose
+# speed wanders; 20 s averages 2-3 such windows for ~50 s more calibration in all.
+CALIBRATION_S = 20.0
 CORPUS_SIZE = "50"  # utterances per WER voice: 1.0 h, 5 test utterances per voice, 12 held-out
 E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
 

@@ -21,8 +21,8 @@ from secoustic_jax.config.base import to_dict
 from secoustic_jax.config.train import load_experiment
 from secoustic_jax.data.features import fill_cache
 from secoustic_jax.data.manifest import audio_path, load_manifest
-from secoustic_jax.demo_plan import (STAGES, DemoError, Plan, data_overrides, plan_train,
-                                     replan_last)
+from secoustic_jax.demo_plan import (CALIBRATION_S, STAGES, DemoError, Plan, data_overrides,
+                                     plan_train, replan_last)
 from secoustic_jax.training.calibrate import measure_step_costs
 from secoustic_jax.training.loop import train
 
@@ -118,7 +118,7 @@ def _plan_steps(ctx: dict, plan: Plan, workdir: pathlib.Path) -> None:
     jax.config.update("jax_compilation_cache_dir", str(ctx["work"] / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     t = time.time()
-    costs = measure_step_costs(probe, steps=12)
+    costs = measure_step_costs(probe, steps=12, min_seconds=CALIBRATION_S)
     step_costs = tuple(costs["step_s"][n] for n in STAGES)
     left = ctx["budget_s"] - (time.time() - ctx["t0"])
     plan.train_steps = plan_train(left, step_costs, plan.factor, sustained=ctx["sustained"],

@@ -133,7 +133,7 @@ def test_the_train_phase_trains_the_head_then_the_replanned_last_stage(tmp_path,
 
     monkeypatch.setattr(demo_train, "train", fake_train)
     monkeypatch.setattr(demo_train, "_fill_feature_cache", lambda ctx: 0)
-    monkeypatch.setattr(demo_train, "measure_step_costs", lambda cfg, steps: {
+    monkeypatch.setattr(demo_train, "measure_step_costs", lambda cfg, steps, min_seconds: {
         "step_s": {"acoustic": 0.1, "semantic": 0.2, "finetune": 0.5}, "compile_s": {}})
     ctx = {"config": ROOT / "configs" / "tiny.py", "corpus": tmp_path / "corpus",
            "work": tmp_path / "work", "budget_s": 3600.0, "t0": time.time(), "sustained": 1.05,
@@ -216,10 +216,18 @@ def test_step_costs_are_measured_on_the_real_step():
         "stages.acoustic.segment_frames=32", "stages.semantic.segment_frames=32",
         "stages.finetune.batch_size=2", "stages.finetune.segment_frames=32"])
     got = measure_step_costs(cfg, steps=2)
-    assert got["steps_timed"] == 2 and set(got["step_s"]) == {"acoustic", "semantic", "finetune"}
+    assert got["steps_timed"] == {"acoustic": 2, "semantic": 2, "finetune": 2}
     for name in ("acoustic", "semantic", "finetune"):
         # The first call compiles: it must be far dearer than a compiled step.
         assert 0 < got["step_s"][name] < got["compile_s"][name]
+    # With a time floor, windows of 2 steps repeat until each stage was timed that long.
+    floor = 1.5
+    got = measure_step_costs(cfg, steps=2, min_seconds=floor)
+    for name, n in got["steps_timed"].items():
+        assert n % 2 == 0 and n > 2, (name, n)  # a 32-frame step takes far less than 0.75 s
+        assert n * got["step_s"][name] >= floor * (1 - 1e-9)  # 1e-9: the division's rounding
+    with pytest.raises(ValueError, match="min_seconds"):
+        measure_step_costs(cfg, steps=2, min_seconds=-1)
 
 
 @pytest.mark.slow  # every phase for real on the tiny corpus: ~5 min idle, 15+ loaded

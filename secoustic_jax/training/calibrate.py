@@ -6,7 +6,11 @@ times a window of `steps` steps of `next(source)` + the jitted update with one s
 end, as the training loop runs them (it reads metrics back only at log points, so the
 host prepares the next batch while the device runs the step), and returns the window's
 wall seconds per step. Synchronising after every step, as this did before, timed stage 1
-of the demo at 0.116 s per step where training ran it at 0.079. The parameters it trains
+of the demo at 0.116 s per step where training ran it at 0.079. With `min_seconds`, such
+windows repeat until the stage has been timed that long: on a VM whose speed wanders, one
+12-step window of the tiny finetune step read 0.73-1.02 s within minutes of itself (the
+2026-12-07 `make demo` planned from a 0.733 s window and trained at 0.835 s; docs/demo.md,
+"Sizing"). The parameters it trains
 are thrown away. With a persistent compilation cache (the demo sets
 one), the training run that follows re-uses these compiles.
 """
@@ -32,17 +36,22 @@ WARMUP_STEPS = 3  # untimed after the compile: the input pipeline's prefetch fil
 
 
 def measure_step_costs(config: ExperimentConfig, steps: int = 12,
-                       codec_factory: CodecFactory | None = None) -> dict:
-    """-> {"step_s": {stage name: s/step over the window}, "compile_s": {stage name: s},
-    "steps_timed": steps}. Single process (the demo's machine)."""
+                       codec_factory: CodecFactory | None = None,
+                       min_seconds: float = 0.0) -> dict:
+    """-> {"step_s": {stage name: s/step over its timed windows}, "compile_s": {stage
+    name: s}, "steps_timed": {stage name: steps}}. Each stage runs windows of `steps` steps
+    (one sync at each window's end) until it has been timed for `min_seconds` (at least one
+    window). Single process (the demo's machine)."""
     if steps < 1:
         raise ValueError("measure_step_costs: steps must be >= 1")
+    if min_seconds < 0:
+        raise ValueError(f"measure_step_costs: min_seconds must be >= 0, got {min_seconds}")
     config, _ = resolve_config(config)
     net = TrainNet(config, codec_factory)
     mesh = shd.make_mesh(config.mesh)
     shapes = model_shapes(net, mesh, config)
     params, stats = init_variables(net, mesh, config, shapes, jax.random.PRNGKey(config.seed))
-    out = {"step_s": {}, "compile_s": {}, "steps_timed": steps}
+    out = {"step_s": {}, "compile_s": {}, "steps_timed": {}}
     for idx in config.enabled_stages:
         name = config.stages[idx].name
         rt = build_stage(net, mesh, config, shapes, idx)
@@ -62,11 +71,15 @@ def measure_step_costs(config: ExperimentConfig, steps: int = 12,
             for _ in range(WARMUP_STEPS):
                 state, m = rt.train_step(state, next(feed))
             jax.block_until_ready(m)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                state, m = rt.train_step(state, next(feed))
-            jax.block_until_ready((state, m))
-            out["step_s"][name] = (time.perf_counter() - t0) / steps
+            timed, n = 0.0, 0
+            while n == 0 or timed < min_seconds:
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    state, m = rt.train_step(state, next(feed))
+                jax.block_until_ready((state, m))
+                timed += time.perf_counter() - t0
+                n += steps
+            out["step_s"][name], out["steps_timed"][name] = timed / n, n
         finally:
             if hasattr(src, "close"):
                 src.close()
