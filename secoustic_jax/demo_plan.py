@@ -30,14 +30,16 @@ COST = {
     "train_compile": 60.0,  # both stages, with the calibration's compiles in the cache
     "train_validation": 30.0,  # end-of-stage validation + Griffin-Lim media, both stages
     "stats": 10.0,  # data-dependent init: per-bin mel statistics from training batches
-    "eval_fixed": 150.0,  # codec compiles, worker start-up, models, plots
+    "eval_fixed": 60.0,  # evaluator start-up: codec load, scoring workers, models, plots
     "timing": 45.0,  # RTF (Griffin-Lim on 10 s x 6 calls) + streaming 450 steps
-    # voc+acoustic+token + reference, 2 scoring workers, per input second. 1.05 until the
-    # 2026-12-06 demo, whose evaluation took 780 s for 612 s estimated: (780 - 215 fixed
-    # - 44 probe - 34 VC) / 346 audio-s = 1.41; the 2026-12-06 small reproduction: 894 s,
-    # (894 - 275 - 48) / 476 = 1.20. Their mean.
-    "eval_per_audio_s": 1.30,
-    "vc_per_audio_s": 0.35,
+    # The evaluation's sets, 2 scoring workers, fitted to the per-set progress bars of the
+    # 2026-12-07 demos on the AVX2 host (docs/demo.md "Sizing"). Until then one rate
+    # per second of test audio (1.30 s), which the E1 prompts (3.6 s, but a fixed cost per
+    # scored utterance) and the length-bucket compiles of the codec passes outran by 5 min.
+    "codec_set": 25.0,  # a test set's codec pass: its length buckets compile
+    "codec_per_utt": 1.1,
+    "score_job": 1.2,  # one scored output (reference, voc, acoustic, token, or a VC pair)
+    "score_per_audio_s": 0.27,
     # Speaker probes on every corpus utterance, per utterance: 123 s for 412 in the
     # 2026-12-07 21.5 Hz reproduction, a fresh corpus (speaker embeddings computed; 44 s
     # with them cached). 60 s in all until then, short by ~1 min on a fresh corpus.
@@ -64,6 +66,7 @@ MIN_STEPS = 60
 CALIBRATION_S = 20.0
 CORPUS_SIZE = "50"  # utterances per WER voice: 1.0 h, 5 test utterances per voice, 12 held-out
 E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
+SCORED_CONDITIONS = 3  # voc, acoustic, token (eval/evaluate.py CONDITIONS)
 
 
 # The single-thread probe overstates the slowdown of the demo's (partly multi-threaded,
@@ -112,8 +115,21 @@ class EvalSizes:
     vc_pairs: int
 
     def seconds(self, speakers: int = 7) -> float:
-        audio = (self.e2_unseen + self.e2_per_speaker * speakers) * E2_SECONDS + self.e1 * E1_SECONDS
-        return audio * COST["eval_per_audio_s"] + self.vc_pairs * E2_SECONDS * COST["vc_per_audio_s"]
+        """Idle wall seconds of the codec passes and the scoring of these sizes."""
+        return (set_seconds(self.e2_unseen, E2_SECONDS)
+                + set_seconds(self.e2_per_speaker * speakers, E2_SECONDS, self.vc_pairs)
+                + set_seconds(self.e1, E1_SECONDS))
+
+
+def set_seconds(utterances: int, mean_s: float, vc_pairs: int = 0) -> float:
+    """Idle wall seconds of one test set: the codec pass, then a scoring job for every
+    utterance's reference and each of its SCORED_CONDITIONS, and one per VC pair (a
+    source utterance of the same mean length)."""
+    if utterances <= 0:
+        return 0.0
+    jobs = utterances * (1 + SCORED_CONDITIONS) + vc_pairs
+    return (COST["codec_set"] + utterances * COST["codec_per_utt"]
+            + jobs * (COST["score_job"] + mean_s * COST["score_per_audio_s"]))
 
 
 def eval_fixed(probe_utts: int = PROBE_UTTS) -> float:
@@ -122,8 +138,11 @@ def eval_fixed(probe_utts: int = PROBE_UTTS) -> float:
             + COST["report"])
 
 
-EVAL_MIN = EvalSizes(e2_unseen=4, e2_per_speaker=2, e1=12, vc_pairs=7)
-EVAL_MAX = EvalSizes(e2_unseen=12, e2_per_speaker=4, e1=60, vc_pairs=21)
+EVAL_MIN = EvalSizes(e2_unseen=4, e2_per_speaker=2, e1=8, vc_pairs=7)
+# E1 (real prompts, out of domain; no bar) at most 24 prompts: a scored output costs ~2 s
+# however short the prompt, so 60 of them took 9.0 min on the AVX2 host (b65a78a; both E2
+# sets together: 8.6 min) where the old per-audio-second rate had reserved 4.7.
+EVAL_MAX = EvalSizes(e2_unseen=12, e2_per_speaker=4, e1=24, vc_pairs=21)
 
 
 def plan_eval(seconds_left: float, factor: float, probe_utts: int = PROBE_UTTS) -> EvalSizes:
@@ -131,7 +150,8 @@ def plan_eval(seconds_left: float, factor: float, probe_utts: int = PROBE_UTTS) 
     budget = seconds_left / factor - eval_fixed(probe_utts)
     lo, hi = EVAL_MIN.seconds(), EVAL_MAX.seconds()
     x = 0.0 if budget <= lo else min(1.0, (budget - lo) / (hi - lo))
-    mix = lambda a, b: int(a + x * (b - a))  # floor: never above the estimate  # noqa: E731
+    # floor: never above the estimate (1e-9: float rounding of x = 1 must not drop a size)
+    mix = lambda a, b: int(a + x * (b - a) + 1e-9)  # noqa: E731
     return EvalSizes(mix(EVAL_MIN.e2_unseen, EVAL_MAX.e2_unseen),
                      mix(EVAL_MIN.e2_per_speaker, EVAL_MAX.e2_per_speaker),
                      mix(EVAL_MIN.e1, EVAL_MAX.e1), mix(EVAL_MIN.vc_pairs, EVAL_MAX.vc_pairs))

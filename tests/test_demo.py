@@ -19,7 +19,7 @@ def _reserved(factor: float) -> float:
 def test_train_steps_fill_the_time_left_from_measured_costs(factor, costs):
     from secoustic_jax.demo_plan import STAGE_TIME_SHARES, SUSTAINED_STEP, plan_train
 
-    left = 45 * 60
+    left = 60 * 60  # leaves ~19 min of steps at factor 2, so 10-step rounding stays < 1 %
     steps = plan_train(left, costs, factor)
     train_s = left - _reserved(factor)
     sustained = [c * SUSTAINED_STEP for c in costs]  # what a step costs over a whole stage
@@ -307,3 +307,29 @@ def test_the_report_states_the_replan_of_the_last_stage():
     assert "finetune stage sized again" in note and "300 -> 420 steps" in note
     assert "0.451 s predicted" in note
     assert _replan_note(None) == "" and _replan_note({"kept": "planned before"}) == ""
+
+
+def test_the_evaluation_estimate_counts_codec_passes_and_scored_outputs():
+    from secoustic_jax.demo_plan import (COST, E1_SECONDS, E2_SECONDS, EVAL_MAX, EVAL_MIN,
+                                         SCORED_CONDITIONS, EvalSizes, eval_fixed, plan_eval,
+                                         set_seconds)
+
+    job = lambda mean_s: COST["score_job"] + mean_s * COST["score_per_audio_s"]  # noqa: E731
+    assert set_seconds(0, E2_SECONDS, vc_pairs=5) == 0.0  # an empty set runs nothing
+    # Each utterance adds its codec share and 1 + SCORED_CONDITIONS scored outputs
+    # (reference, voc, acoustic, token); each VC pair one more output.
+    step = set_seconds(5, E1_SECONDS) - set_seconds(4, E1_SECONDS)
+    assert step == pytest.approx(COST["codec_per_utt"] + (1 + SCORED_CONDITIONS) * job(E1_SECONDS))
+    assert set_seconds(4, E2_SECONDS, 3) - set_seconds(4, E2_SECONDS) == pytest.approx(3 * job(E2_SECONDS))
+    # A set pays its compiles once, however small: two sets of 6 cost more than one of 12.
+    assert 2 * set_seconds(6, E1_SECONDS) == pytest.approx(set_seconds(12, E1_SECONDS) + COST["codec_set"])
+    sizes = EvalSizes(e2_unseen=5, e2_per_speaker=3, e1=7, vc_pairs=9)
+    assert sizes.seconds(speakers=7) == pytest.approx(
+        set_seconds(5, E2_SECONDS) + set_seconds(21, E2_SECONDS, 9) + set_seconds(7, E1_SECONDS))
+    # The sizes chosen after training never exceed the time left by the estimate.
+    for left in range(int(eval_fixed() + EVAL_MIN.seconds()) + 1, int(eval_fixed() + EVAL_MAX.seconds()) + 200, 37):
+        chosen = plan_eval(float(left), 1.0)
+        assert eval_fixed() + chosen.seconds() <= left
+        assert all(getattr(EVAL_MIN, f) <= getattr(chosen, f) <= getattr(EVAL_MAX, f)
+                   for f in ("e2_unseen", "e2_per_speaker", "e1", "vc_pairs"))
+    assert plan_eval(eval_fixed() + EVAL_MAX.seconds(), 1.0) == EVAL_MAX
