@@ -1,6 +1,6 @@
 """`make demo`: corpus -> train the tiny config through every stage -> evaluate -> report.
 
-    python -m secoustic_jax.demo --out demo [--budget-min 55] [--fresh]
+    python -m secoustic_jax.demo --out demo [--budget-min 57] [--fresh]
 
 Phases (each timed; a failure stops the demo naming the phase and the reason, and
 summary.json records it; nothing is skipped silently):
@@ -270,7 +270,8 @@ def run(ctx: dict) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo", help="output folder (report.md, example/, work/)")
-    ap.add_argument("--budget-min", type=float, default=55.0, help="wall-time budget in minutes")
+    ap.add_argument("--budget-min", type=float, default=57.0,
+                    help="wall-time budget in minutes (3 under the 60 of issue 14: docs/demo.md)")
     ap.add_argument("--corpus", default="cache/demo_corpus", help="embedded corpus folder (reused when its config matches)")
     ap.add_argument("--corpus-size", default=CORPUS_SIZE,
                     help=f"utterances per WER voice of the corpus, or 'default' (100, ~2 h); "
