@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo", help="output folder (report.md, example/, work/)")
     ap.add_argument("--budget-min", type=float, default=57.0,
-                    help="wall-time budget in minutes (3 under the 60 of issue 14: docs/demo.md)")
+                    help="wall-time budget in minutes (3 under the 60-minute target: docs/demo.md)")
     ap.add_argument("--corpus", default="cache/demo_corpus", help="embedded corpus folder (reused when its config matches)")
     ap.add_argument("--corpus-size", default=CORPUS_SIZE,
                     help=f"utterances per WER voice of the corpus, or 'default' (100, ~2 h); "

@@ -15,6 +15,8 @@ import dataclasses
 import os
 import time
 
+from secoustic_jax.eval.evaluate import CONDITIONS
+
 
 class DemoError(RuntimeError):
     """A phase failed; the message names it and the reason."""
@@ -66,7 +68,7 @@ MIN_STEPS = 60
 CALIBRATION_S = 20.0
 CORPUS_SIZE = "50"  # utterances per WER voice: 1.0 h, 5 test utterances per voice, 12 held-out
 E2_SECONDS, E1_SECONDS = 6.5, 3.6  # mean utterance durations (E2 corpus test split, E1-1s)
-SCORED_CONDITIONS = 3  # voc, acoustic, token (eval/evaluate.py CONDITIONS)
+SCORED_CONDITIONS = len(CONDITIONS)  # outputs scored per utterance besides its reference
 
 
 # The single-thread probe overstates the slowdown of the demo's (partly multi-threaded,

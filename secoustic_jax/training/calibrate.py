@@ -10,9 +10,8 @@ of the demo at 0.116 s per step where training ran it at 0.079. With `min_second
 windows repeat until the stage has been timed that long: on a VM whose speed wanders, one
 12-step window of the tiny finetune step read 0.73-1.02 s within minutes of itself (the
 2026-12-07 `make demo` planned from a 0.733 s window and trained at 0.835 s; docs/demo.md,
-"Sizing"). The parameters it trains
-are thrown away. With a persistent compilation cache (the demo sets
-one), the training run that follows re-uses these compiles.
+"Sizing"). The parameters it trains are thrown away. With a persistent compilation cache
+(the demo sets one), the training run that follows re-uses these compiles.
 """
 
 from __future__ import annotations
